@@ -1,0 +1,67 @@
+"""llavamed-lite: one command line for every stage of the LLaVA-Med reproduction.
+
+Each command lives in its own module, imported
+only when called (so `--help` is instant), which defines `add_arguments(parser)` and `main(args)`."""
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "run": ("llavamed_lite.run", "execute the pipeline's notebooks in order (papermill) and summarise"),
+    "pretrain-tiny": ("llavamed_lite.synth.pretrain", "stage 0: train the tiny tokenizer, CLIP and LM"),
+    "curate": ("llavamed_lite.data.curate", "PMC curation: download, parse, classify, filter, write records"),
+    "synthesize": ("llavamed_lite.instruct.cli", "write instruction conversations from figure captions"),
+    "train": ("llavamed_lite.train.cli", "train stage 1, stage 2 or VQA fine-tuning at any scale"),
+    "evaluate": ("llavamed_lite.eval.cli", "answer a VQA benchmark and score it"),
+    "chat": ("llavamed_lite.serve.cli", "chat with a checkpoint in the browser"),
+    "convert-official": ("llavamed_lite.model.convert", "convert the official LLaVA-Med v1.5 checkpoint"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--scale, --seed and `key=value` overrides of llavamed_lite.config (e.g. stage2.lr=1e-4)."""
+    from .config import SCALES
+
+    parser.add_argument("--scale", default="tiny", choices=SCALES, help="preset: tiny (CPU), lora (1 GPU), full")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set stage2.lr=1e-4 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from .config import load_config
+
+    cfg = load_config(args.scale, list(args.overrides))
+    if args.seed is not None:
+        cfg.seed = args.seed
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    top = argparse.ArgumentParser(prog="llavamed-lite", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in COMMANDS:
+        top.parse_args(argv)  # prints usage or the unknown-command error and exits
+        return 2
+    module_name, help_text = COMMANDS[argv[0]]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            print(f"llavamed-lite {argv[0]}: not available yet ({module_name} is missing)", file=sys.stderr)
+            return 2
+        raise
+    parser = argparse.ArgumentParser(prog=f"llavamed-lite {argv[0]}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Dataclass configs and the three scale presets (design.md): `tiny` (CPU, minutes), `lora` (one GPU, QLoRA), `full`
+(8 GPUs, FSDP). Every field can be overridden with a dotted key, from the CLI (`stage2.lr=1e-4`) or from a
+notebook's papermill parameters (`load_config(scale, {"stage2.lr": 1e-4})`)."""
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .paths import TINY_FOUNDATION
+
+SCALES = ("tiny", "lora", "full")
+HUB_VISION = "openai/clip-vit-large-patch14-336"
+HUB_LM = "mistralai/Mistral-7B-Instruct-v0.2"
+
+
+@dataclass
+class ModelConfig:
+    vision: str = str(TINY_FOUNDATION / "clip")  # CLIP checkpoint: a local folder or a hub name
+    lm: str = str(TINY_FOUNDATION / "lm")  # causal LM checkpoint, its tokenizer beside it
+    projector: str = "mlp2x_gelu"  # "mlp2x_gelu" (v1.5) or "linear" (v1.0)
+    vision_feature_layer: int = -2  # LLaVA takes the second-to-last layer ...
+    vision_feature_select_strategy: str = "default"  # ... and drops CLS ("full" keeps it)
+    pad_to_square: bool = True  # v1.5 pads images to square with the mean colour before resizing
+    dtype: str = "float32"  # "bfloat16" on GPU
+    load_in_4bit: bool = False  # QLoRA: the LM in 4-bit nf4 (bitsandbytes)
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = -1  # > 0 overrides epochs
+    epochs: float = 1.0
+    lr: float = 2e-5  # the language model's (and, in stage 1, the projector's) learning rate
+    projector_lr: float | None = None  # stage 2: a separate projector learning rate; None = lr
+    batch_size: int = 16  # per device
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"
+    max_length: int = 2048
+    gradient_checkpointing: bool = False
+    bf16: bool = False
+    tf32: bool = False
+    lora: bool = False  # stage 2: LoRA adapters on the LM instead of full fine-tuning
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    save_steps: int = 500
+    logging_steps: int = 10
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 64  # tiny-world figure size in pixels
+    n_train_figures: int = 3000  # tiny world: figures for training (stage 1, stage 2, VQA)
+    n_heldout_figures: int = 300  # tiny world: held-out figures for evaluation
+    n_articles: int = 40  # tiny world: synthetic PMC packages for the curation notebook
+    max_articles: int | None = None  # real manifests: stop after this many articles
+    manifest: str | None = None  # real PMC manifest (CSV or JSONL) at full scale
+
+
+@dataclass
+class Config:
+    scale: str = "tiny"
+    seed: int = 0
+    device: str = "auto"  # "auto" picks cuda when present, else cpu
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: TrainConfig = field(default_factory=TrainConfig)
+    stage2: TrainConfig = field(default_factory=TrainConfig)
+    vqa: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+
+def _tiny() -> Config:
+    # Sizes and rates measured on 2 CPU cores (../shared/docs/tiny-mode-notes.md): minutes, and the model learns.
+    return Config(
+        scale="tiny",
+        stage1=TrainConfig(max_steps=280, lr=1e-3, batch_size=16, max_length=256, save_steps=100),
+        stage2=TrainConfig(max_steps=420, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=200),
+        vqa=TrainConfig(max_steps=300, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=200),
+    )
+
+
+def _gpu_model(load_in_4bit: bool) -> ModelConfig:
+    return ModelConfig(vision=HUB_VISION, lm=HUB_LM, dtype="bfloat16", load_in_4bit=load_in_4bit)
+
+
+def _paper_stages(**stage2_extra: Any) -> dict[str, TrainConfig]:
+    # The paper's settings (reference.md): max length 2048, cosine, 3% warm-up, no weight decay, bf16 + tf32,
+    # gradient checkpointing. Global batch = batch_size x grad_accum x GPUs: 128 on 8 GPUs.
+    gpu = dict(max_length=2048, bf16=True, tf32=True, gradient_checkpointing=True, save_steps=500)
+    return dict(
+        stage1=TrainConfig(epochs=1, lr=2e-3, batch_size=16, grad_accum=1, **gpu),
+        stage2=TrainConfig(epochs=3, lr=2e-5, batch_size=4, grad_accum=4, **gpu, **stage2_extra),
+        vqa=TrainConfig(epochs=3, lr=2e-5, batch_size=4, grad_accum=4, **gpu, **stage2_extra),
+    )
+
+
+def _lora() -> Config:
+    # One GPU: QLoRA on the 4-bit LM plus the projector; LLaVA-1.5's LoRA settings (r 128, alpha 256, lr 2e-4,
+    # projector 2e-5). Global batch 16 x 8 = 128 on one GPU through accumulation.
+    stages = _paper_stages(lora=True)
+    for name in ("stage2", "vqa"):
+        stages[name] = dataclasses.replace(stages[name], lr=2e-4, projector_lr=2e-5, batch_size=16, grad_accum=8)
+    stages["stage1"] = dataclasses.replace(stages["stage1"], grad_accum=8)
+    return Config(scale="lora", model=_gpu_model(True), data=DataConfig(image_size=336), **stages)
+
+
+def _full() -> Config:
+    return Config(scale="full", model=_gpu_model(False), data=DataConfig(image_size=336), **_paper_stages())
+
+
+PRESETS = {"tiny": _tiny, "lora": _lora, "full": _full}
+
+
+def load_config(scale: str = "tiny", overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Config:
+    """The preset for `scale` with overrides applied: a mapping {"stage2.lr": 1e-4} or strings "stage2.lr=1e-4".
+    Overrides whose value is None are ignored, so notebooks can pass optional parameters straight through."""
+    if scale not in PRESETS:
+        raise ValueError(f"unknown scale preset {scale!r}: choose one of {', '.join(SCALES)}")
+    return apply_overrides(PRESETS[scale](), overrides or {})
+
+
+def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | Sequence[str]) -> Config:
+    if not isinstance(overrides, Mapping):
+        pairs = {}
+        for item in overrides:
+            key, sep, value = item.lstrip("-").partition("=")
+            if not sep:
+                raise ValueError(f"override {item!r} is not of the form key=value (e.g. stage2.lr=1e-4)")
+            pairs[key] = value
+        overrides = pairs
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        *parents, name = key.split(".")
+        target = cfg
+        for part in parents:
+            target = getattr(target, part, None)
+            if not dataclasses.is_dataclass(target):
+                raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(config_keys(cfg))}")
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields or dataclasses.is_dataclass(getattr(target, name)):
+            raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(config_keys(cfg))}")
+        setattr(target, name, _coerce(value, typing.get_type_hints(type(target))[name], key))
+    return cfg
+
+
+def config_keys(cfg: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Turn a CLI string (or a papermill value) into the field's type."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = args[0] if args else hint
+    if isinstance(value, str):
+        text = value.strip()
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            if base is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            if base in (int, float):
+                return base(float(text)) if base is int and "e" in text.lower() else base(text)
+            if base is str:
+                return text
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"config key {key!r}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base in (int, float, bool, str) and not isinstance(value, base):
+        raise ValueError(f"config key {key!r}: expected {base.__name__}, got {value!r}")
+    return value
