@@ -1,0 +1,59 @@
+"""Which parts train in each stage (reference.md): stage 1 only the projector; stage 2 and VQA fine-tuning the
+projector and the language model; the vision tower never."""
+
+import torch.nn as nn
+
+COMPONENTS = ("vision_tower", "multi_modal_projector", "language_model", "lm_head")
+TRAINABLE = {
+    "1": ("multi_modal_projector",),
+    "2": ("multi_modal_projector", "language_model", "lm_head"),
+    "vqa": ("multi_modal_projector", "language_model", "lm_head"),
+}
+
+
+def component_of(name: str) -> str:
+    """The component a parameter name belongs to (works through peft's base_model.model. prefix too)."""
+    for component in COMPONENTS:
+        if f"{component}." in name or name.startswith(component):
+            return component
+    raise ValueError(f"parameter {name!r} belongs to no known component")
+
+
+def freeze_for_stage(model: nn.Module, stage: str | int) -> list[dict]:
+    """Set requires_grad for `stage` ("1", "2" or "vqa") and return the trainable-parameter table."""
+    stage = str(stage)
+    if stage not in TRAINABLE:
+        raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(TRAINABLE)}")
+    linear_projector = getattr(model.config, "projector_hidden_act", None) == "linear"
+    for name, param in model.named_parameters():
+        trainable = component_of(name) in TRAINABLE[stage]
+        if linear_projector and "multi_modal_projector.linear_2" in name:
+            trainable = False  # the identity layer of a `linear` projector (compose.new_projector)
+        param.requires_grad_(trainable)
+    return parameter_table(model)
+
+
+def parameter_table(model: nn.Module) -> list[dict]:
+    """Trainable and total parameters per component; tied weights counted once."""
+    rows = {c: {"component": c, "trainable": 0, "total": 0} for c in COMPONENTS}
+    seen = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        row = rows[component_of(name)]
+        n = param.numel() * (2 if param.__class__.__name__ == "Params4bit" else 1)  # 4-bit packs two per byte
+        row["total"] += n
+        row["trainable"] += n if param.requires_grad else 0
+    table = [r for r in rows.values() if r["total"]]
+    table.append({"component": "total", "trainable": sum(r["trainable"] for r in table),
+                  "total": sum(r["total"] for r in table)})
+    return table
+
+
+def format_parameter_table(table: list[dict]) -> str:
+    lines = [f"{'component':<24}{'trainable':>14}{'total':>16}{'share':>8}"]
+    for r in table:
+        share = r["trainable"] / r["total"] if r["total"] else 0.0
+        lines.append(f"{r['component']:<24}{r['trainable']:>14,}{r['total']:>16,}{share:>8.1%}")
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random-init towers saved to disk, composed through the same from_pretrained calls as at
+full scale (no hub, no network)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from llavamed_lite.testing import make_tiny_towers
+
+
+@pytest.fixture(scope="session")
+def tiny_towers(tmp_path_factory):
+    """(vision_dir, lm_dir): a random CLIPModel with its image processor, a random MistralForCausalLM with a BPE
+    tokenizer that lacks `<image>` (as Mistral's does)."""
+    return make_tiny_towers(tmp_path_factory.mktemp("towers"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tiny_towers):
+    from llavamed_lite.model.compose import compose_llava
+
+    torch.manual_seed(0)
+    return compose_llava(*tiny_towers)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tiny_llava, tmp_path_factory):
+    """A composed tiny model saved with save_pretrained: what a training stage leaves behind."""
+    model, processor = tiny_llava
+    path = tmp_path_factory.mktemp("tiny_llava")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
