@@ -1,0 +1,127 @@
+"""The main job: execute every notebook of the pipeline in order with papermill, then summarise.
+
+`llavamed-lite run --scale tiny --run-dir runs/demo` writes the executed notebooks to runs/demo/notebooks/, times
+each one, collects the metrics the notebooks recorded (llavamed_lite.runs.record_metrics) and writes
+runs/demo/summary.json: {"scale", "notebooks": [{"name", "seconds", "ok"}], "metrics": {name: number}}.
+A failing notebook stops the run with its name, the failing cell and the error, and a non-zero exit.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .io import atomic_write_json
+from .paths import REPO_ROOT
+from .runs import read_metrics
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def pipeline_notebooks(folder: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks (00_..., 01_...) in order; `only` keeps those whose name starts with one of the given
+    prefixes (e.g. ["00", "04"])."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if any(p.name.startswith(o) for o in only)]
+    if not found:
+        raise FileNotFoundError(f"no notebooks to run in {folder}" + (f" matching {only}" if only else ""))
+    return found
+
+
+def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, progress: bool = True) -> float:
+    """Run one notebook with papermill; return its wall time. Raises NotebookFailed naming the cell and the error."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(cwd), kernel_name="python3",
+                                   progress_bar=progress, log_output=False)
+    except PapermillExecutionError as e:
+        first_line = next((line for line in (e.source or "").splitlines() if line.strip()), "")
+        raise NotebookFailed(f"{path.name} failed in cell [{e.exec_count}] `{first_line[:80]}`: {e.ename}: {e.evalue}"
+                             f"\nexecuted notebook with the traceback: {output}") from None
+    return time.perf_counter() - start
+
+
+def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: list[str] | None = None,
+                 in_place: bool = False, seed: int | None = None, notebooks_dir: str | Path = NOTEBOOKS,
+                 progress: bool = True) -> dict:
+    """Execute the notebooks in order and return the summary (also written to run_dir/summary.json).
+
+    in_place re-executes the committed notebooks with their own default parameters (the tiny run), so the outputs
+    readers see on GitHub are those of the tiny run."""
+    run_dir = Path(run_dir).resolve()
+    notebooks = pipeline_notebooks(notebooks_dir, only)
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {} if in_place else {"scale": scale, "run_dir": str(run_dir)}
+    if seed is not None and not in_place:
+        parameters["seed"] = seed
+    summary = {"scale": scale, "notebooks": [], "metrics": {}}
+    for i, path in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] {path.name}", flush=True)
+        output = path if in_place else out_dir / path.name
+        entry = {"name": path.stem, "seconds": 0.0, "ok": False}
+        summary["notebooks"].append(entry)
+        start = time.perf_counter()
+        try:
+            entry["seconds"] = round(execute_notebook(path, output, parameters, path.parent, progress), 2)
+            entry["ok"] = True
+        except NotebookFailed:
+            entry["seconds"] = round(time.perf_counter() - start, 2)
+            raise
+        finally:
+            metrics_dir = path.parent / "runs" / "tiny" if in_place else run_dir
+            summary["metrics"] = read_metrics(metrics_dir)
+            atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"pipeline at scale {summary['scale']!r}", f"{'notebook':<36}{'seconds':>10}  ok"]
+    for nb in summary["notebooks"]:
+        lines.append(f"{nb['name']:<36}{nb['seconds']:>10.1f}  {'yes' if nb['ok'] else 'FAILED'}")
+    lines.append(f"{'total':<36}{sum(nb['seconds'] for nb in summary['notebooks']):>10.1f}")
+    if summary["metrics"]:
+        lines.append("")
+        lines.append(f"{'metric':<44}{'value':>12}")
+        for name, value in sorted(summary["metrics"].items()):
+            lines.append(f"{name:<44}{value:>12.4g}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import SCALES
+
+    parser.add_argument("--scale", default="tiny", choices=SCALES)
+    parser.add_argument("--run-dir", default="runs/demo", help="where artifacts, executed notebooks and summary.json go")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 04")
+    parser.add_argument("--in-place", action="store_true",
+                        help="re-execute the committed notebooks in place with their defaults (make notebooks)")
+    parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    summary = None
+    try:
+        summary = run_pipeline(args.scale, args.run_dir, args.only, args.in_place, args.seed,
+                               progress=not args.no_progress)
+    except NotebookFailed as e:
+        print(f"\nFAILED: {e}", file=sys.stderr)
+        return 1
+    finally:
+        path = Path(args.run_dir) / "summary.json"
+        if path.exists():
+            from .io import read_json
+
+            summary = summary or read_json(path)
+            print("\n" + format_summary(summary))
+            print(f"\nsummary: {path}")
+    return 0

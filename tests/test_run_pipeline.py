@@ -1,0 +1,64 @@
+"""The main job: notebooks executed in order with papermill, timed, their metrics collected, failures reported."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from llavamed_lite.run import NotebookFailed, format_summary, pipeline_notebooks, run_pipeline
+
+
+def _notebook(path: Path, *sources: str) -> None:
+    cells = [nbformat.v4.new_code_cell('scale = "tiny"\nrun_dir = "runs/tiny"\nseed = 0')]
+    cells[0].metadata["tags"] = ["parameters"]
+    cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_runs_in_order_collects_metrics_and_writes_summary(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    record = "from llavamed_lite.runs import record_metrics\n"
+    _notebook(nbs / "01_second.ipynb", record + "record_metrics(run_dir, second=2.5)")
+    _notebook(nbs / "00_first.ipynb", record + "record_metrics(run_dir, first=1)\nassert scale == 'lora'")
+    (nbs / "README.ipynb").write_text("{}")  # not numbered: not part of the pipeline
+    summary = run_pipeline("lora", tmp_path / "run", notebooks_dir=nbs, progress=False)
+    assert [nb["name"] for nb in summary["notebooks"]] == ["00_first", "01_second"]
+    assert all(nb["ok"] and nb["seconds"] > 0 for nb in summary["notebooks"])
+    assert summary["metrics"] == {"first": 1, "second": 2.5}
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk == summary and on_disk["scale"] == "lora"
+    assert (tmp_path / "run" / "notebooks" / "00_first.ipynb").exists()
+    assert "second" in format_summary(summary)
+
+
+@pytest.mark.slow
+def test_failure_names_notebook_cell_and_error_and_stops(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_ok.ipynb", "x = 1")
+    _notebook(nbs / "01_bad.ipynb", "y = 2", "raise ValueError('the tiny world is missing')")
+    _notebook(nbs / "02_never.ipynb", "z = 3")
+    with pytest.raises(NotebookFailed, match=r"01_bad.ipynb failed in cell \[4\] `raise ValueError.*`: ValueError: the tiny world is missing"):
+        run_pipeline("tiny", tmp_path / "run", notebooks_dir=nbs, progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [(nb["name"], nb["ok"]) for nb in summary["notebooks"]] == [("00_ok", True), ("01_bad", False)]
+
+
+def test_cli_exit_code_on_failure(tmp_path, monkeypatch):
+    from llavamed_lite import cli, run
+
+    def fail(*args, **kwargs):
+        raise NotebookFailed("03_x.ipynb failed in cell 2: KeyError: 'k'")
+
+    monkeypatch.setattr(run, "run_pipeline", fail)
+    assert cli.main(["run", "--run-dir", str(tmp_path)]) == 1
+
+
+def test_no_notebooks_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no notebooks to run"):
+        pipeline_notebooks(tmp_path)
