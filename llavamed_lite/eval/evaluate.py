@@ -1,0 +1,51 @@
+"""Answer a VQA benchmark with a saved model and score it: out_dir/answers.jsonl (LLaVA-Med's answer format) and
+out_dir/scores.json (`vqa_scores`, with a breakdown by question type)."""
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ..io import atomic_write_json
+from .generate import generate_answers
+from .metrics import vqa_scores
+from .vqa import VQAItem, load_benchmark
+
+ANSWERS_FILE = "answers.jsonl"
+SCORES_FILE = "scores.json"
+
+
+def score_answers(items: Iterable[VQAItem], answers: Iterable[dict]) -> dict:
+    """`vqa_scores` of answer records against their questions, matched by question_id; every question needs an answer."""
+    by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
+    items = list(items)
+    missing = [it.question_id for it in items if str(it.question_id) not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} question(s) have no answer, e.g. {missing[:3]}")
+    return vqa_scores([by_id[str(it.question_id)] for it in items], [it.answer for it in items],
+                      [it.answer_type for it in items], [it.question_type for it in items])
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
+             source: str | Path | None = None, batch_size: int = 16, limit: int | None = None,
+             closed_suffix: bool = False, max_new_tokens: int = 64, model_id: str | None = None,
+             device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
+    """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores."""
+    from ..model.compose import load_llava
+
+    items = load_benchmark(benchmark, split, source, closed_suffix=closed_suffix)
+    if limit is not None:
+        items = items[:limit]
+    model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
+    model_id = model_id or Path(model_dir).resolve().name
+    out_dir = Path(out_dir)
+    answers = generate_answers(model, processor, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
+                               progress)
+    scores = {"benchmark": benchmark, "split": split, "model_id": model_id, "n_questions": len(items),
+              "closed_suffix": closed_suffix, **score_answers(items, answers)}
+    atomic_write_json(out_dir / SCORES_FILE, scores)
+    return scores

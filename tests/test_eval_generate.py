@@ -1,0 +1,100 @@
+"""Batched generation, answer files and resume, and the `evaluate` command, on a tiny random-init Llava."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from llavamed_lite.cli import main as cli_main
+from llavamed_lite.data.formats import ANSWER_FIELDS
+from llavamed_lite.eval.evaluate import score_answers
+from llavamed_lite.eval.generate import answer_batch, answered_ids, chat_prompt, generate_answers
+from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, write_llava_vqa
+
+
+@pytest.fixture(scope="module")
+def items():
+    return load_vqa_rad("test")[:5]
+
+
+def test_prompt_is_mistral_instruct_with_the_image_first(tiny_llava):
+    _, processor = tiny_llava
+    assert chat_prompt(processor, "Is there a mass?") == "[INST] <image>\nIs there a mass? [/INST]"
+
+
+def test_batched_answers_equal_one_at_a_time(tiny_llava, items):
+    model, processor = tiny_llava
+    batched = answer_batch(model, processor, items, max_new_tokens=6)
+    single = [answer_batch(model, processor, [it], max_new_tokens=6)[0] for it in items]
+    assert batched == single
+    assert processor.tokenizer.padding_side == "right"  # the shared processor is left as it was
+
+
+def test_answer_file_and_resume(tiny_llava, items, tmp_path):
+    model, processor = tiny_llava
+    path = tmp_path / "answers.jsonl"
+    first = generate_answers(model, processor, items[:2], path, "tiny", batch_size=2, max_new_tokens=4, progress=False)
+    assert [set(r) for r in first] == [set(ANSWER_FIELDS)] * 2
+    assert first[0]["question_id"] == items[0].question_id and first[0]["prompt"] == items[0].question
+    assert first[0]["metadata"] == {"answer_type": "CLOSED", "question_type": "PRES"}
+    kept = path.read_text()
+    with path.open("a") as f:
+        f.write('{"question_id": "vqa-rad-test-99", "te')  # a crash mid-line
+    answers = generate_answers(model, processor, items, path, "tiny", batch_size=2, max_new_tokens=4, progress=False)
+    assert [r["question_id"] for r in answers] == [it.question_id for it in items]  # each once, cut line dropped
+    assert path.read_text().startswith(kept)
+    again = generate_answers(model, processor, items, path, "tiny", batch_size=2, max_new_tokens=4, progress=False)
+    assert again == answers  # nothing left to do
+    with pytest.raises(ValueError, match=r"answers.jsonl: line 1 was written by model 'tiny', not 'other'"):
+        generate_answers(model, processor, items, path, "other", progress=False)
+    assert len(answered_ids(path)) == 5
+
+
+def test_generation_refuses_bad_input(tiny_llava, items, tmp_path):
+    model, processor = tiny_llava
+    with pytest.raises(ValueError, match="not unique"):
+        generate_answers(model, processor, [items[0], items[0]], tmp_path / "a.jsonl", "m", progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_answers(model, processor, items, tmp_path / "a.jsonl", "m", batch_size=0, progress=False)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    bad = VQAItem("q-broken", str(broken), "Is it?", "yes", "CLOSED")
+    with pytest.raises(ValueError, match="question q-broken: cannot read image .*broken.png"):
+        generate_answers(model, processor, [bad], tmp_path / "a.jsonl", "m", progress=False)
+    (tmp_path / "junk.jsonl").write_text('{"text": "no id"}\n')
+    with pytest.raises(ValueError, match="junk.jsonl: line 1 is not an answer record"):
+        answered_ids(tmp_path / "junk.jsonl")
+
+
+def test_score_answers_needs_every_question(items):
+    answers = [{"question_id": it.question_id, "text": it.answer} for it in items]
+    scores = score_answers(items, answers)
+    assert scores["closed_accuracy"] == 1.0 and scores["open_recall"] in (1.0, None)
+    with pytest.raises(ValueError, match="1 question\\(s\\) have no answer"):
+        score_answers(items, answers[1:])
+
+
+def test_evaluate_command_on_vqa_rad(tiny_llava_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--benchmark", "vqa-rad", "--model", str(tiny_llava_dir), "--out", str(out), "--limit", "6",
+            "--batch-size", "4", "--max-new-tokens", "3", "--closed-suffix", "--device", "cpu"]
+    assert cli_main(args) == 0
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 6 and answers[0]["prompt"].endswith("[yes, no]")
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n_closed"] + scores["n_open"] == 6 and scores["benchmark"] == "vqa-rad"
+    assert "PRES" in scores["by_question_type"]
+    assert json.loads(capsys.readouterr().out)["n_questions"] == 6
+
+
+def test_evaluate_command_on_a_tiny_world_file(tiny_llava_dir, tmp_path):
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "images" / "f0.png")
+    items = [VQAItem("f0-q0", str(tmp_path / "images" / "f0.png"), "Is there a nodule?", "no", "CLOSED", "finding"),
+             VQAItem("f0-q1", str(tmp_path / "images" / "f0.png"), "Which lung?", "left", "OPEN", "side")]
+    write_llava_vqa(tmp_path / "vqa_heldout.json", items, image_folder=tmp_path)
+    out = tmp_path / "eval"
+    assert cli_main(["evaluate", "--benchmark", "tiny", "--data", str(tmp_path), "--model", str(tiny_llava_dir),
+                     "--out", str(out), "--max-new-tokens", "2", "--device", "cpu"]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert (scores["n_closed"], scores["n_open"]) == (1, 1)
