@@ -91,31 +91,42 @@ def _paint(img, mask, value):
 # ---- chest X-ray (frontal, PA) -----------------------------------------------------------------------------------
 def chest_xray(f: dict, g: Grid, rng: np.random.Generator) -> np.ndarray:
     j = lambda s: rng.uniform(-s, s)  # noqa: E731  small anatomical jitter
-    img = np.full((g.size, g.size), 0.06, np.float32)
-    body = g.ellipse(j(0.03), 0.15 + j(0.03), 0.98 + j(0.03), 1.15)
-    img = _paint(img, body, 0.5 + j(0.04))
-    lung_y, lung_ry = -0.08 + j(0.03), 0.6 + j(0.04)
-    lungs = np.maximum(g.ellipse(-0.4 + j(0.02), lung_y, 0.3 + j(0.02), lung_ry, angle=0.12),
-                       g.ellipse(0.4 + j(0.02), lung_y, 0.3 + j(0.02), lung_ry, angle=-0.12))
-    img = _paint(img, lungs, 0.16 + j(0.03))
-    # Ribs: curved bands, brighter over the dark lungs; clavicles near the apices.
+    img = np.full((g.size, g.size), 0.05, np.float32)
+    body = g.ellipse(j(0.03), 0.25 + j(0.03), 1.12 + j(0.03), 1.3)  # the trunk, shoulders at the top corners
+    img = _paint(img, body, 0.48 + j(0.04))
+    # Lungs: narrow apices, wide bases, domed diaphragm below.
+    lung_y, lung_ry = -0.05 + j(0.03), 0.62 + j(0.04)
+    lungs = np.zeros_like(img)
+    for sx in (-1, 1):
+        cx = 0.42 * sx + j(0.02)
+        widen = 0.8 + 0.25 * np.clip((g.y - lung_y) / lung_ry + 0.6, 0, 1.2)  # (S, S) width factor by height
+        x = (g.x - cx) / widen + cx
+        d = np.sqrt(((x - cx) / (0.3 + j(0.02))) ** 2 + ((g.y - lung_y) / lung_ry) ** 2)
+        lungs = np.maximum(lungs, np.clip((1 - d) * 0.3 / g.px + 0.5, 0, 1))
+    img = _paint(img, lungs, 0.14 + j(0.03))
+    img = img + 0.05 * lungs * smooth_noise(rng, g.size, 12)  # vascular markings
+    # Posterior ribs: bands that run out from the spine and curve down laterally; clavicles at the apices.
     ax = np.abs(g.x)
-    phase = (g.y + 0.45 * ax ** 2 - 0.25 * ax + j(0.05)) * 6.5
-    ribs = np.clip((np.cos(2 * math.pi * phase) - 0.55) * 3, 0, 1) * body * (ax < 0.8)
-    img = img + ribs * (0.1 + 0.12 * lungs)
-    clav = np.clip(1 - np.abs(g.y - (-0.64 + 0.18 * ax)) / 0.035, 0, 1) * (ax > 0.08) * (ax < 0.7)
+    phase = (g.y - 0.55 * ax ** 2 + j(0.05)) * 6.0
+    ribs = np.clip((np.cos(2 * math.pi * phase) - 0.5) * 3, 0, 1) * body * (ax > 0.08) * (ax < 0.85) * (g.y < 0.6)
+    img = img + ribs * (0.07 + 0.14 * lungs)
+    clav = np.clip(1 - np.abs(g.y - (-0.66 + 0.2 * ax)) / 0.035, 0, 1) * (ax > 0.06) * (ax < 0.72)
     img = img + 0.25 * clav
-    # Spine and mediastinum down the middle; the heart bulges to the patient's left (image right).
-    img = _paint(img, np.clip(1 - np.abs(g.x) / 0.09, 0, 1) * body, 0.62)
-    img = _paint(img, g.ellipse(0.0, -0.25, 0.13, 0.45), 0.66)
+    # Spine and mediastinum down the middle, the trachea dark within it; the heart bulges to the patient's
+    # left (image right).
+    img = _paint(img, np.clip(1 - np.abs(g.x) / 0.1, 0, 1) * body, 0.58)
+    img = _paint(img, g.ellipse(0.0, -0.3, 0.12, 0.45), 0.6)
+    img = _paint(img, g.ellipse(0.0, -0.55, 0.035, 0.32), 0.3)  # trachea
     heart_rx = (0.42 if f["cardiomegaly"] else 0.27) + j(0.02)
-    img = _paint(img, g.ellipse(0.1 + heart_rx * 0.25, 0.3 + j(0.03), heart_rx, 0.27 + j(0.02), angle=-0.3), 0.7)
-    img = _paint(img, np.clip((g.y - 0.55) / 0.08, 0, 1) * body, 0.62)  # below the diaphragm
+    heart = g.ellipse(0.08 + heart_rx * 0.3, 0.32 + j(0.03), heart_rx, 0.27 + j(0.02), angle=-0.3)
+    img = _paint(img, heart, 0.66)
+    img = _paint(img, np.clip((g.y - 0.5 - 0.25 * g.x ** 2) / 0.06, 0, 1) * body, 0.6)  # below the diaphragm
     if f["nodule"]:
-        cx = (0.42 if f["side"] == "left" else -0.42) + j(0.07)
-        cy = (-0.32 if f["zone"] == "upper" else 0.15) + j(0.07)
+        upper = f["zone"] == "upper"
+        cx = (1 if f["side"] == "left" else -1) * ((0.4 if upper else 0.52) + j(0.06))
+        cy = (-0.32 if upper else 0.12) + j(0.07)
         r = (0.075 if f["size"] == "small" else 0.15) * (1 + j(0.12))
-        img = img + 0.38 * g.ellipse(cx, cy, r, wobble=wobble_fn(rng, 0.12))
+        img = img + 0.36 * g.ellipse(cx, cy, r, wobble=wobble_fn(rng, 0.12))
     img = img + 0.04 * smooth_noise(rng, g.size, 6)
     return img
 
@@ -195,7 +206,9 @@ def mri(f: dict, g: Grid, rng: np.random.Generator) -> np.ndarray:
         cy = rng.uniform(-0.35, 0.35)
         r = (0.1 if f["size"] == "small" else 0.19) * (1 + j(0.1))
         if f["oedema"]:
-            halo = g.ellipse(cx, cy, 2.1 * r + 0.05, wobble=wobble_fn(rng, 0.25)) * g.ellipse(0, 0, rx - 0.14, ry - 0.14)
+            hemisphere = np.clip((g.x * (1 if cx > 0 else -1) - 0.02) / g.px, 0, 1)  # oedema stops at the midline
+            halo = g.ellipse(cx, cy, 1.8 * r + 0.06, wobble=wobble_fn(rng, 0.25)) * g.ellipse(0, 0, rx - 0.14, ry - 0.14)
+            halo = halo * hemisphere
             img = _paint(img, halo, 0.88 if t2 else 0.28)
         img = _paint(img, g.ellipse(cx, cy, r, wobble=wobble_fn(rng, 0.1)), 0.75 if t2 else 0.8)  # rim
         img = _paint(img, g.ellipse(cx, cy, 0.6 * r, wobble=wobble_fn(rng, 0.15)), 0.62 if t2 else 0.3)  # core
@@ -224,8 +237,9 @@ def histology(f: dict, g: Grid, rng: np.random.Generator) -> np.ndarray:
             g.stamp(nuclei, *rng.uniform(-0.9, 0.9, 2), 0.012, value=0.5)
     r_nuc = 0.038 if f["atypia"] else 0.022
     if f["glands"]:
-        for _ in range(int(rng.integers(2, 4))):
-            cx, cy, r = j(0.6), j(0.6), rng.uniform(0.13, 0.2)
+        n_glands = int(rng.integers(2, 4))
+        for cx, cy in _place(rng, n_glands, 0, 0, 0.62, 0.62, 0.2):
+            r = rng.uniform(0.13, 0.19)
             img = _paint(img, g.ellipse(cx, cy, r + 0.07), (0.86, 0.55, 0.72))  # epithelium
             lumen = g.ellipse(cx, cy, r)
             img = _paint(img, lumen, LUMEN)
@@ -258,7 +272,7 @@ def gross(f: dict, g: Grid, rng: np.random.Generator) -> np.ndarray:
     cx, cy = j(0.08), -0.18 + j(0.05)
     if f["organ"] == "kidney":  # a tan bean: an ellipse with a notch (the hilum) on one side
         shape = g.ellipse(cx, cy, 0.55, 0.36, angle=j(0.2), wobble=wobble_fn(rng, 0.03))
-        shape = shape * (1 - g.ellipse(cx, cy + 0.36, 0.16, 0.14))
+        shape = shape * (1 - g.ellipse(cx, cy + 0.4, 0.2, 0.14))
         colour, rim = (0.78, 0.56, 0.44), (0.68, 0.44, 0.34)
         inner = g.ellipse(cx, cy - 0.03, 0.42, 0.22) * shape
     else:  # a red-brown wedge of liver
