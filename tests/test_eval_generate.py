@@ -59,7 +59,7 @@ def test_generation_refuses_bad_input(tiny_llava, items, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     bad = VQAItem("q-broken", str(broken), "Is it?", "yes", "CLOSED")
-    with pytest.raises(ValueError, match="question q-broken: cannot read image .*broken.png"):
+    with pytest.raises(ValueError, match="question q-broken: .*broken.png: not a readable image"):
         generate_answers(model, processor, [bad], tmp_path / "a.jsonl", "m", progress=False)
     (tmp_path / "junk.jsonl").write_text('{"text": "no id"}\n')
     with pytest.raises(ValueError, match="junk.jsonl: line 1 is not an answer record"):

@@ -266,3 +266,14 @@ def test_pathvqa_bad_files(tmp_path):
         load_pathvqa(truncated)
     with pytest.raises(FileNotFoundError):
         load_pathvqa(tmp_path / "nothing")
+
+
+def test_tiny_world_questions_load_as_vqa_items(tmp_path):
+    from llavamed_lite.synth.world import build_tiny_world
+
+    paths = build_tiny_world(tmp_path, n_train=5, n_heldout=5)
+    heldout, train = load_benchmark("tiny", "test", source=tmp_path), load_benchmark("tiny", "train", source=tmp_path)
+    assert heldout and train and not {it.image for it in heldout} & {it.image for it in train}
+    assert all(Path(it.image).is_file() and it.answer_type in ("OPEN", "CLOSED") for it in heldout + train)
+    assert all("<image>" not in it.question for it in heldout)
+    assert load_llava_vqa(paths["vqa_heldout"]) == heldout

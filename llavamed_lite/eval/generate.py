@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.formats import answer_record
+from ..images import load_image
 from ..io import append_jsonl, iter_jsonl
 from .vqa import VQAItem
 
@@ -27,10 +28,9 @@ def chat_prompt(processor, question: str) -> str:
 
 def open_image(item: VQAItem) -> Image.Image:
     try:
-        with Image.open(item.image) as image:
-            return image.convert("RGB")
+        return load_image(item.image)
     except (OSError, ValueError) as e:
-        raise ValueError(f"question {item.question_id}: cannot read image {item.image} ({e})") from None
+        raise ValueError(f"question {item.question_id}: {e}") from None
 
 
 @torch.inference_mode()
