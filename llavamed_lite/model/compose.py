@@ -47,8 +47,6 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
 def vision_config_of(vision: str) -> CLIPVisionConfig:
     """The CLIP vision config of a checkpoint (a CLIPModel or a CLIPVisionModel), or of a known hub name offline."""
     if not Path(vision).exists() and vision in KNOWN_VISION:
-        with contextlib.suppress(OSError):
-            return _vision_part(AutoConfig.from_pretrained(vision))
         return KNOWN_VISION[vision]()
     return _vision_part(AutoConfig.from_pretrained(vision))
 
@@ -63,8 +61,6 @@ def _vision_part(config) -> CLIPVisionConfig:
 
 def lm_config_of(lm: str):
     if not Path(lm).exists() and lm in KNOWN_LM:
-        with contextlib.suppress(OSError):
-            return AutoConfig.from_pretrained(lm)
         return KNOWN_LM[lm]()
     return AutoConfig.from_pretrained(lm)
 
