@@ -36,3 +36,21 @@ def tiny_llava_dir(tiny_llava, tmp_path_factory):
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def png_header_only():
+    """make(width, height) -> bytes of a PNG that claims width x height pixels but holds almost no data: what a
+    decompression bomb looks like to a reader that trusts the header (serve tests)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def make(width: int, height: int) -> bytes:
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                + chunk(b"IEND", b""))
+
+    return make

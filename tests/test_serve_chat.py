@@ -1,0 +1,151 @@
+"""The chat function behind the UI: conversation formatting, streaming, and bad input answered with ChatError."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from llavamed_lite.paths import DATA_SAMPLES
+from llavamed_lite.serve.chat import (ChatError, add_turn, chat, conversation, load_image, prepare_inputs,
+                                      stream_chat, text_of)
+
+XRAY = DATA_SAMPLES / "xray" / "00000001_000.png"
+
+
+def _image(seed=0, h=40, w=60):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8"))
+
+
+def test_template_puts_the_image_in_the_first_user_turn_only(tiny_llava):
+    _, processor = tiny_llava
+    history = add_turn([], "Q1", "A1")
+    text = processor.apply_chat_template(conversation(history, "Q2"), add_generation_prompt=True)
+    assert text == "[INST] <image>\nQ1 [/INST] A1</s>[INST] Q2 [/INST]"
+    inputs = prepare_inputs(*tiny_llava, _image(), history, "Q2", max_new_tokens=4)
+    model = tiny_llava[0]
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == (32 // 8) ** 2  # one image's tokens
+
+
+def test_gradio_content_parts_are_read_as_text(tiny_llava):
+    history = [{"role": "user", "content": [{"type": "text", "text": "Q1"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "A1"}]}]
+    assert conversation(history, "Q2")[1] == {"role": "assistant", "content": "A1"}
+    assert text_of(None) == "" and text_of("x") == "x"
+
+
+def test_greedy_chat_equals_generate(tiny_llava):
+    model, processor = tiny_llava
+    image = _image(1)
+    answer = chat(model, processor, image, [], "Is there a nodule?", max_new_tokens=6)
+    inputs = prepare_inputs(model, processor, image, [], "Is there a nodule?", max_new_tokens=6)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False,
+                             pad_token_id=processor.tokenizer.pad_token_id)
+    expected = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert answer == expected
+
+
+def test_stream_yields_growing_prefixes(tiny_llava):
+    pieces = list(stream_chat(*tiny_llava, XRAY, [], "What does the image show?", max_new_tokens=8))
+    assert pieces, "no text streamed"
+    for shorter, longer in zip(pieces, pieces[1:]):
+        assert longer.startswith(shorter)
+    assert pieces[-1] == chat(*tiny_llava, XRAY, [], "What does the image show?", max_new_tokens=8)
+
+
+def test_sampling_runs_and_multi_turn(tiny_llava):
+    torch.manual_seed(0)
+    first = chat(*tiny_llava, XRAY, [], "Q1", temperature=0.8, max_new_tokens=4)
+    second = chat(*tiny_llava, XRAY, add_turn([], "Q1", first), "Q2", temperature=0.8, max_new_tokens=4)
+    assert isinstance(second, str)
+
+
+def test_generation_errors_reach_the_caller(tiny_llava, monkeypatch):
+    model, processor = tiny_llava
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model, "generate", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        chat(model, processor, XRAY, [], "Q", max_new_tokens=4)
+
+
+@pytest.mark.parametrize("question, settings, message", [
+    ("", {}, "Type a question"),
+    ("Q", {"max_new_tokens": 0}, "at least 1"),
+    ("Q", {"temperature": -1.0}, "temperature"),
+    ("Q", {"max_new_tokens": 10_000}, "too long for this model"),
+])
+def test_bad_settings_and_questions(tiny_llava, question, settings, message):
+    with pytest.raises(ChatError, match=message):
+        chat(*tiny_llava, XRAY, [], question, **settings)
+
+
+def test_bad_history(tiny_llava):
+    with pytest.raises(ChatError, match="role"):
+        chat(*tiny_llava, XRAY, [{"role": "robot", "content": "x"}], "Q", max_new_tokens=2)
+    with pytest.raises(ChatError, match="start with a user"):
+        chat(*tiny_llava, XRAY, [{"role": "assistant", "content": "x"}], "Q", max_new_tokens=2)
+
+
+def test_load_image_refuses_bad_files(tmp_path, png_header_only):
+    with pytest.raises(ChatError, match="No image"):
+        load_image(None)
+    with pytest.raises(ChatError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(ChatError, match="notes.png: not an image"):
+        load_image(text)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(XRAY.read_bytes()[:5000])
+    with pytest.raises(ChatError, match="truncated.png: the image file is damaged or truncated"):
+        load_image(truncated)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(20000, 20000))  # 400 megapixels: PIL's own bomb check fires
+    with pytest.raises(ChatError, match="bomb.png: the image is too large"):
+        load_image(bomb)
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header_only(9000, 9000))  # 81 megapixels: under PIL's limit, over ours
+    with pytest.raises(ChatError, match="9000 x 9000 pixels"):
+        load_image(big)
+    with pytest.raises(ChatError, match="MB"):
+        load_image(XRAY, max_bytes=1000)
+    with pytest.raises(ChatError, match="megapixels"):
+        load_image(_image(h=100, w=100), max_pixels=5000)
+
+
+def test_load_image_converts_to_rgb(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.new("L", (20, 10), 128).save(grey)
+    image = load_image(grey)
+    assert image.mode == "RGB" and image.size == (20, 10)
+    assert load_image(XRAY).mode == "RGB"
+
+
+def test_build_app_and_cli_defaults(tiny_llava):
+    import gradio as gr
+
+    from llavamed_lite.serve import cli
+    from llavamed_lite.serve.app import build_app, example_images
+
+    model, processor = tiny_llava
+    assert isinstance(build_app(model=model, processor=processor, examples=[str(XRAY)]), gr.Blocks)
+    assert any("xray" in p for p in example_images())
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--model", "m"])
+    assert args.host == "127.0.0.1"
+    with pytest.raises(ValueError, match="model_dir"):
+        build_app()
+
+
+def test_cli_reports_a_missing_model(tmp_path, capsys):
+    from llavamed_lite.cli import main
+
+    assert main(["chat", "--model", str(tmp_path / "nothing")]) == 2
+    assert "no config.json" in capsys.readouterr().err
