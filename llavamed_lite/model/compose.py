@@ -26,13 +26,18 @@ PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # our name -> LlavaConf
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """Loading CLIPVisionModel from a full CLIPModel checkpoint reports the text tower as unexpected: expected here."""
+    """Silence expected load reports (CLIPVisionModel from a full CLIPModel checkpoint lists the text tower as
+    unexpected; resizing for `<image>` explains its initialisation) and per-tensor loading bars."""
     level = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
         yield
     finally:
         transformers.logging.set_verbosity(level)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def torch_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -155,10 +160,10 @@ def compose_llava(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
             llm_int8_skip_modules=["lm_head"])
-    language_model = AutoModelForCausalLM.from_pretrained(lm, **lm_kwargs)
-    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
-        language_model.resize_token_embeddings(len(tokenizer))
     with quiet_transformers():
+        language_model = AutoModelForCausalLM.from_pretrained(lm, **lm_kwargs)
+        if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
+            language_model.resize_token_embeddings(len(tokenizer))  # rows for <image> (and <pad>)
         vision_tower = CLIPVisionModel.from_pretrained(vision, dtype=dtype, attn_implementation=attn_implementation)
 
     config = llava_config(vision_config, language_model.config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
