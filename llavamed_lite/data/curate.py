@@ -1,0 +1,87 @@
+"""`llavamed-lite curate`: download PMC packages from a manifest (optional), curate them into LLaVA-Med's files.
+
+    llavamed-lite curate --input data_samples/pmc_synthetic --run-dir runs/tiny
+    llavamed-lite curate --manifest oa_file_list.csv --max-articles 1000 --download-dir pmc/ --run-dir runs/full \\
+        --scale full --image-classifier auto
+
+Outputs land in run_dir/data/ (see llavamed_lite.data.pipeline). Re-running resumes: finished downloads and
+finished packages are not redone.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..cli import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--run-dir", default="runs/tiny")
+    parser.add_argument("--input", action="append", default=[], metavar="PATH",
+                        help="package (.tar.gz), JATS file or folder of them (repeatable)")
+    parser.add_argument("--manifest", default=None, help="oa_file_list.csv or LLaVA-Med image manifest (.jsonl) "
+                                                         "to download first (default: data.manifest of the config)")
+    parser.add_argument("--base-url", default=None, help="base URL for the File column of oa_file_list.csv")
+    parser.add_argument("--download-dir", default=None, help="where packages go (default: run_dir/data/packages)")
+    parser.add_argument("--max-articles", type=int, default=None, help="default: data.max_articles of the config")
+    parser.add_argument("--workers", type=int, default=4, help="concurrent downloads")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--image-classifier", default="none",
+                        help="'none' (caption vocabulary only), 'auto' (the config's vision tower), or a CLIP path/name")
+    parser.add_argument("--keep-other", action="store_true", help="keep figures outside the five domains")
+    parser.add_argument("--min-caption-words", type=int, default=5)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def image_classifier_for(spec: str, cfg):
+    """The classifier a --image-classifier value names, or None."""
+    from .domains import OTHER_PROMPTS, ImageDomainClassifier
+
+    if spec == "none":
+        return None
+    model = cfg.model.vision if spec == "auto" else spec
+    local = Path(model).exists()
+    if spec == "auto" and cfg.scale == "tiny" and not local:
+        print(f"curate: no tiny CLIP at {model}; classifying by caption only", file=sys.stderr)
+        return None
+    # a hub CLIP knows what a chart is; the tiny one only knows the five domains
+    return ImageDomainClassifier(model, other_prompts=None if cfg.scale == "tiny" else OTHER_PROMPTS,
+                                 device="cuda" if cfg.device == "cuda" else "cpu")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .download import download_all, read_manifest
+    from .filters import FilterConfig
+    from .pipeline import Curator, find_sources
+
+    cfg = config_from_args(args)
+    max_articles = args.max_articles if args.max_articles is not None else cfg.data.max_articles
+    inputs = list(args.input)
+    urls = {}
+    manifest = args.manifest or cfg.data.manifest
+    if manifest:
+        kwargs = {"base_url": args.base_url} if args.base_url else {}
+        packages = read_manifest(manifest, max_packages=max_articles, **kwargs)
+        folder = Path(args.download_dir or Path(args.run_dir) / "data" / "packages")
+        report = download_all(packages, folder, workers=args.workers, timeout=args.timeout, retries=args.retries,
+                              progress=not args.no_progress)
+        print(report)
+        urls = {p.name: p.url for p in packages}
+        inputs.append(folder)
+    if not inputs:
+        print("curate: give --input PATH or --manifest FILE", file=sys.stderr)
+        return 2
+    try:
+        sources = find_sources(inputs, urls)
+    except FileNotFoundError as e:
+        print(f"curate: {e}", file=sys.stderr)
+        return 2
+    filters = FilterConfig(keep_other=args.keep_other, min_caption_words=args.min_caption_words)
+    curator = Curator(args.run_dir, filters, image_classifier_for(args.image_classifier, cfg), seed=cfg.seed)
+    result = curator.run(sources, max_articles=max_articles, progress=not args.no_progress)
+    print(json.dumps(result.report, indent=2))
+    print(f"curate: outputs in {result.data_dir}")
+    return 0
