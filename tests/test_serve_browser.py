@@ -91,7 +91,7 @@ def _open(driver, url):
     WebDriverWait(driver, WAIT_S).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
 
 
-def test_upload_ask_and_answer_appears(server, browser, tmp_path):
+def test_upload_ask_and_answer_appears(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
 
     from llavamed_lite.paths import DATA_SAMPLES
@@ -109,7 +109,7 @@ def test_upload_ask_and_answer_appears(server, browser, tmp_path):
     assert (tmp_path / "chat.png").stat().st_size > 0
 
 
-def test_bad_inputs_get_a_message(server, browser, tmp_path, png_header_only):
+def test_bad_inputs_get_a_message(browser, server, tmp_path, png_header_only):
     _open(browser, server)
     _ask(browser, "What does the image show?")
     assert "No image" in _wait_status(browser, "No image")
