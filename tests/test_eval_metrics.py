@@ -99,3 +99,28 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="question_types"):
         vqa_scores(["yes"], ["yes"], ["CLOSED"], question_types=[])
     assert score_one("yes", "yes", "closed") == {"closed": 1.0, "closed_strict": 1.0}
+
+
+def test_forgiven_by_lenient_lists_substring_only_hits():
+    from llavamed_lite.eval.metrics import forgiven_by_lenient
+
+    preds = ["I do not know", "no", "abnormal", "left lung", "not sure"]
+    answers = ["no", "no", "no", "left", "no"]
+    kinds = ["CLOSED", "CLOSED", "CLOSED", "OPEN", "CLOSED"]
+    assert forgiven_by_lenient(preds, answers, kinds) == [0, 2, 4]
+
+
+def test_baselines():
+    from llavamed_lite.eval.baselines import always_yes, majority_answer
+    from llavamed_lite.eval.vqa import VQAItem
+
+    def item(answer, qtype, kind="OPEN"):
+        return VQAItem("q", "img.png", "?", answer, kind, qtype)
+
+    train = [item("Yes", "PRES", "CLOSED"), item("yes", "PRES", "CLOSED"), item("no", "PRES", "CLOSED"),
+             item("CT", "MODALITY"), item("MRI", "MODALITY"), item("mri", "MODALITY"), item("no", "SIZE", "CLOSED")]
+    test = [item("no", "PRES", "CLOSED"), item("x-ray", "MODALITY"), item("no", "COLOR", "CLOSED"), item("2", "COUNT")]
+    assert majority_answer(train, test) == ["Yes", "MRI", "Yes", "MRI"]  # unseen types: the answer type's majority
+    assert always_yes(test) == ["yes"] * 4
+    with pytest.raises(ValueError, match="at least one training item"):
+        majority_answer([], test)

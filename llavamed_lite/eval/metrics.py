@@ -123,3 +123,10 @@ def _answer_type(value: str) -> str:
     if kind not in ("OPEN", "CLOSED"):
         raise ValueError(f"unknown answer_type {value!r} (expected OPEN or CLOSED)")
     return kind
+
+
+def forgiven_by_lenient(predictions: Sequence[str], answers: Sequence[str], answer_types: Sequence[str]) -> list[int]:
+    """Indices of CLOSED questions the paper's substring metric counts as right but the strict one does not
+    (e.g. answer "no", prediction "I do not know")."""
+    return [i for i, (pred, ans, kind) in enumerate(zip(predictions, answers, answer_types))
+            if _answer_type(kind) == "CLOSED" and closed_hit(pred or "", ans) > closed_hit_strict(pred or "", ans)]
