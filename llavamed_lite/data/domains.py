@@ -34,7 +34,7 @@ VOCABULARY: dict[str, list[str]] = {
     "gross": [r"gross", r"macroscopic\w*", r"cut surface", r"resected \w+", r"specimen", r"en bloc",
               r"intraoperative (photograph|view|image)"],
 }
-_PATTERNS = {d: re.compile(r"(?<![\w-])(?:" + "|".join(v) + r")(?![\w-])", re.I) for d, v in VOCABULARY.items()}
+_PATTERNS = {d: re.compile(r"(?<!\w)(?:" + "|".join(v) + r")(?!\w)", re.I) for d, v in VOCABULARY.items()}
 
 
 def classify_caption(caption: str) -> str:

@@ -23,7 +23,9 @@ class FilterConfig:
     max_image_side: int = 20_000  # and the longer: a "figure" larger than this is a scan of a poster
     max_image_pixels: int = 200_000_000  # decompression-bomb guard, checked before decoding
     keep_other: bool = False  # keep figures outside the five domains (the paper drops them)
-    near_duplicate_bits: int = 4  # perceptual hashes at most this many bits apart are near-duplicates
+    # perceptual hashes at most this many bits apart are near-duplicates. Resizing + JPEG recompression moves a
+    # tiny-world figure 0-4 bits; distinct tiny-world figures (drawn from templates) are 4 or more apart.
+    near_duplicate_bits: int = 2
 
 
 # ---- hashes --------------------------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ def caption_key(caption: str) -> str:
 class Deduplicator:
     """What the run has kept so far. Rebuilt from the ledger on resume so the result does not depend on
     interruptions."""
-    near_bits: int = 4
+    near_bits: int = 2
     pixels: set = field(default_factory=set)
     phashes: list = field(default_factory=list)
     captions: set = field(default_factory=set)
