@@ -50,6 +50,9 @@ class TrainConfig:
     lora_dropout: float = 0.05
     save_steps: int = 500
     logging_steps: int = 10
+    template: str | None = None  # "plain" or "mistral_instruct"; None = the stage's (plain for stage 1)
+    group_by_length: bool = False  # batch records of similar length together (less padding)
+    skip_bad: bool = False  # skip (and count) bad training records instead of stopping at the first
 
 
 @dataclass

@@ -54,3 +54,28 @@ def png_header_only():
                 + chunk(b"IEND", b""))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_train_data(tmp_path_factory):
+    """(folder, caption_records_file, chat_records_file): 12 random 32 px images with alignment-style (one pair) and
+    multi-turn records, image paths relative to folder; for the training tests."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("train_data")
+    (folder / "images").mkdir()
+    rng = np.random.default_rng(0)
+    captions, chats = [], []
+    for i in range(12):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype("uint8")).save(folder / f"images/{i}.png")
+        answer = "Chest radiograph showing a nodule." if i % 2 else "Axial CT of the abdomen."
+        first = [{"from": "human", "value": "<image>\nDescribe the image briefly."}, {"from": "gpt", "value": answer}]
+        captions.append({"id": f"a{i}", "image": f"images/{i}.png", "conversations": first})
+        chats.append({"id": f"c{i}", "image": f"images/{i}.png", "conversations": first + [
+            {"from": "human", "value": "Is there a nodule?"}, {"from": "gpt", "value": "Yes." if i % 2 else "No."}]})
+    (folder / "captions.json").write_text(json.dumps(captions))
+    (folder / "chats.json").write_text(json.dumps(chats))
+    return folder, folder / "captions.json", folder / "chats.json"

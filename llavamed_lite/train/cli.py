@@ -1,0 +1,40 @@
+"""`llavamed-lite train --stage 1|2|vqa --scale tiny|lora|full --run-dir DIR [--set key=value ...] [--resume]`.
+
+One entry point for every stage and scale. On one device it runs as is; on many, under a launcher:
+
+    accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml -m llavamed_lite.cli train --stage 2 \\
+        --scale full --run-dir runs/full
+"""
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..cli import add_config_arguments
+
+    parser.add_argument("--stage", required=True, choices=("1", "2", "vqa"), help="1: alignment, 2: instruction "
+                        "tuning, vqa: fine-tuning on a VQA benchmark")
+    parser.add_argument("--run-dir", required=True, help="the run directory (inputs are built there when missing)")
+    parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    parser.add_argument("--benchmark", default="tiny", choices=("tiny", "vqa-rad"), help="VQA data for --stage vqa")
+    parser.add_argument("--records", default=None, help="train on this records file instead of the stage's default")
+    parser.add_argument("--image-folder", default=None, help="image paths in --records are relative to this folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..cli import config_from_args
+    from .stages import train_stage
+
+    cfg = config_from_args(args)
+    result = train_stage(cfg, args.stage, args.run_dir, resume=args.resume, records=args.records,
+                         image_folder=args.image_folder, benchmark=args.benchmark, progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps({"stage": result.stage, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
+                          "steps": result.steps, "model_dir": str(result.model_dir), "records": result.n_records,
+                          "skipped": len(result.skipped), "truncated": result.truncated}))
+    return 0

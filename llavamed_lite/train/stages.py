@@ -1,0 +1,238 @@
+"""Stage 1 (alignment), stage 2 (instruction tuning) and VQA fine-tuning on the transformers `Trainer`.
+
+    stage 1: fresh composition (CLIP + LM + new projector); only the projector trains      -> run_dir/stage1/
+    stage 2: stage 1's model; the projector + the LM (full) or LoRA adapters on the LM    -> run_dir/stage2/
+    vqa:     stage 2's model, the same recipe on VQA records                               -> run_dir/vqa/
+The vision tower never trains. Each stage leaves `model/` (save_pretrained, loads with plain transformers; for LoRA
+the merged export), `adapter/` (LoRA only), `checkpoints/` (the Trainer's, for --resume), `loss_history.json` and
+`summary.json`. The same function runs in a notebook, from the CLI, and under `accelerate launch` on many GPUs.
+"""
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from accelerate import PartialState
+from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..config import Config, TrainConfig
+from ..data.formats import load_records
+from ..io import atomic_write_json
+from ..model.compose import compose_from_config, load_projector, quiet_transformers, torch_dtype
+from ..model.freeze import freeze_for_stage, parameter_table
+from ..model.lora import add_lora, is_4bit, merge_adapter
+from ..runs import stage_dir
+from .collator import ConversationDataset, LlavaCollator
+from .inputs import stage_inputs
+
+STAGES = ("1", "2", "vqa")
+STAGE_DIRS = {"1": "stage1", "2": "stage2", "vqa": "vqa"}
+UPSTREAM = {"2": "1", "vqa": "2"}
+DEFAULT_TEMPLATE = {"1": "plain", "2": "mistral_instruct", "vqa": "mistral_instruct"}
+
+
+@dataclass
+class TrainResult:
+    stage: str
+    final_loss: float
+    seconds: float
+    steps: int
+    model_dir: Path
+    adapter_dir: Path | None
+    history: list[dict]
+    parameter_table: list[dict]
+    n_records: int
+    skipped: list[str] = field(default_factory=list)
+    truncated: int = 0
+
+
+def check_stage(stage) -> str:
+    stage = str(stage)
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    return stage
+
+
+def stage_config(cfg: Config, stage: str) -> TrainConfig:
+    return getattr(cfg, STAGE_DIRS[check_stage(stage)])
+
+
+def use_cuda(cfg: Config) -> bool:
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def quantization_config(cfg: Config):
+    """nf4 with double quantisation for the LM only; the vision tower, projector and head stay in their dtype."""
+    dtype = torch_dtype(cfg.model.dtype)
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
+        llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"])  # matched from the start
+
+
+def load_saved(path: Path, cfg: Config, four_bit: bool):
+    """A model a previous stage saved, optionally with its LM in 4-bit (QLoRA)."""
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a saved model folder (no config.json)")
+    kwargs = dict(dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation)
+    if four_bit:
+        kwargs["quantization_config"] = quantization_config(cfg)
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    return model, AutoProcessor.from_pretrained(path)
+
+
+def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = None):
+    """Stage 1 starts from a fresh composition; later stages from the previous stage's saved model. At tiny scale
+    a missing previous stage is trained first (minutes), at other scales it is an error naming the command."""
+    four_bit = cfg.model.load_in_4bit if four_bit is None else four_bit
+    if stage == "1":
+        model_cfg = dataclasses.replace(cfg.model, load_in_4bit=four_bit)
+        return compose_from_config(model_cfg)
+    upstream = Path(run_dir) / STAGE_DIRS[UPSTREAM[stage]] / "model"
+    if not (upstream / "config.json").exists():
+        if cfg.scale != "tiny":
+            raise FileNotFoundError(f"{upstream}: stage {stage} starts from stage {UPSTREAM[stage]}'s model; run "
+                                    f"`llavamed-lite train --stage {UPSTREAM[stage]} --scale {cfg.scale} --run-dir {run_dir}` first")
+        train_stage(cfg, UPSTREAM[stage], run_dir)
+    return load_saved(upstream, cfg, four_bit)
+
+
+class LlavaTrainer(Trainer):
+    """The Trainer with a separate learning rate for the projector (a new layer learns faster than the LM)."""
+
+    def __init__(self, *args, projector_lr: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.projector_lr = projector_lr
+
+    def create_optimizer(self, model=None):
+        opt_model = self.model if model is None else model
+        if self.optimizer is None and self.projector_lr is not None:
+            params = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
+            projector = [p for n, p in params if "multi_modal_projector" in n]
+            rest = [p for n, p in params if "multi_modal_projector" not in n]
+            groups = [{"params": rest, "weight_decay": self.args.weight_decay},
+                      {"params": projector, "weight_decay": self.args.weight_decay, "lr": self.projector_lr}]
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            self.optimizer = optimizer_cls([g for g in groups if g["params"]], **optimizer_kwargs)
+        return super().create_optimizer(model)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Checkpoints are saved in the hub's key layout (`language_model.model.layers...`), which the Trainer's raw
+        `load_state_dict` would silently miss: reload them through `from_pretrained`, which maps the keys back."""
+        model = self.model if model is None else model
+        plain = not self.is_fsdp_enabled and not hasattr(model, "peft_config") and not is_4bit(model)
+        if plain and (Path(resume_from_checkpoint) / "config.json").exists():
+            with quiet_transformers():
+                saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+            model.load_state_dict(saved.state_dict(), strict=True)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress: bool) -> TrainingArguments:
+    cuda = use_cuda(cfg)
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=tc.max_steps,
+        num_train_epochs=tc.epochs,
+        per_device_train_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.lr,
+        weight_decay=tc.weight_decay,
+        warmup_steps=tc.warmup_ratio,  # a float < 1 is a share of the steps (3% in the paper)
+        lr_scheduler_type=tc.lr_scheduler,
+        logging_steps=tc.logging_steps,
+        save_steps=tc.save_steps,
+        save_total_limit=2,
+        bf16=tc.bf16 and cuda,
+        tf32=True if (tc.tf32 and cuda) else None,
+        activation_checkpointing=tc.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if tc.gradient_checkpointing else None,
+        train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
+        remove_unused_columns=False,  # the collator needs the image path
+        use_cpu=not cuda,
+        seed=cfg.seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+
+
+def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool = False,
+                records: str | Path | None = None, image_folder: str | Path | None = None,
+                benchmark: str = "tiny", callbacks: list | None = None, progress: bool = True) -> TrainResult:
+    """Train one stage and save it under run_dir/<stage>/. `records`/`image_folder` override the stage's default
+    inputs (which are built on demand, see inputs.py); `resume` continues from the last checkpoint."""
+    stage = check_stage(stage)
+    run_dir = Path(run_dir)
+    tc = stage_config(cfg, stage)
+    out = stage_dir(run_dir, STAGE_DIRS[stage])
+    state = PartialState()
+    with state.main_process_first():
+        if records is None:
+            records, default_folder = stage_inputs(cfg, stage, run_dir, benchmark)
+            image_folder = image_folder or default_folder
+    if image_folder is None:
+        raise ValueError("image_folder is required with an explicit records file")
+
+    lora = tc.lora and stage != "1"
+    four_bit = cfg.model.load_in_4bit and (lora or stage == "1")  # full fine-tuning needs the LM in full precision
+    transformers.set_seed(cfg.seed)
+    model, processor = start_model(cfg, stage, run_dir, four_bit)
+    freeze_for_stage(model, "1" if lora else stage)  # LoRA: the LM stays frozen, peft adds what trains
+    if lora:
+        model = add_lora(model, tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.gradient_checkpointing)
+    table = parameter_table(model)
+
+    dataset = ConversationDataset(load_records(records), processor, tc.template or DEFAULT_TEMPLATE[stage],
+                                  tc.max_length, image_folder, skip_bad=tc.skip_bad, source=str(records))
+    trainer = LlavaTrainer(
+        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
+        data_collator=LlavaCollator(processor), processing_class=processor.tokenizer, callbacks=callbacks,
+        projector_lr=tc.projector_lr if stage != "1" else None)
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
+    if resume and checkpoint is None:
+        print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
+    start = time.time()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.time() - start
+
+    model_dir, adapter_dir = out / "model", (out / "adapter" if lora else None)
+    if lora:
+        trainer.save_model(str(adapter_dir))
+    elif not is_4bit(trainer.model):
+        trainer.save_model(str(model_dir))
+    history = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
+               for h in trainer.state.log_history if "loss" in h]
+    final_loss = history[-1]["loss"] if history else math.nan
+    if trainer.is_world_process_zero():
+        if lora or is_4bit(trainer.model):
+            export_plain(cfg, stage, run_dir, trainer.model, adapter_dir, model_dir)
+        processor.save_pretrained(str(model_dir))
+        atomic_write_json(out / "loss_history.json", history)
+        atomic_write_json(out / "summary.json", {
+            "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
+            "steps": trainer.state.global_step, "records": len(dataset), "skipped": dataset.errors,
+            "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit, "parameters": table,
+            "config": dataclasses.asdict(tc)})
+    state.wait_for_everyone()
+    return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
+                       len(dataset), dataset.errors, dataset.truncation.records)
+
+
+def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None, model_dir: Path) -> None:
+    """Save a plain full-precision model that transformers loads without peft or bitsandbytes: the starting model
+    reloaded un-quantised on the CPU, with the adapter merged (LoRA) or the trained projector copied (stage 1)."""
+    with quiet_transformers():
+        base, _ = start_model(cfg, stage, run_dir, four_bit=False)
+    if adapter_dir is not None:
+        base = merge_adapter(base.to("cpu"), adapter_dir)
+    else:
+        load_projector(base, {k: v.to("cpu") for k, v in trained.model.multi_modal_projector.state_dict().items()})
+    base.save_pretrained(str(model_dir))
+
