@@ -109,7 +109,7 @@ def test_pipeline_filters_and_outputs(packages, tmp_path):
     assert "PMC103.tar.gz: member '../evil.jpg'" in errors["PMC103.tar.gz"] and "truncated" in errors["PMC105.tar.gz"]
     assert errors["PMC102.tar.gz"].startswith("PMC102.tar.gz:PMC102/PMC102.nxml: malformed XML at line 1")
 
-    data = tmp_path / "run" / "data"
+    data = tmp_path / "run" / "data" / "pmc"
     captions = read_caption_file(data / "captions.json")
     assert captions[0]["in_text_mention"] == ["Result 1 was clear (Fig. 1)."]
     assert captions[0]["domain"] == {"chest_xray": True, "mri": False, "histology": False, "gross": False,
@@ -166,7 +166,7 @@ def test_outputs_are_written_atomically(packages, tmp_path, monkeypatch):
     """A crash while writing the outputs leaves the previous files whole."""
     run = tmp_path / "run"
     Curator(run).run(find_sources([packages]), progress=False)
-    before = (run / "data" / "captions.json").read_text()
+    before = (run / "data" / "pmc" / "captions.json").read_text()
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -174,9 +174,9 @@ def test_outputs_are_written_atomically(packages, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline_module, "alignment_records", boom)
     with pytest.raises(RuntimeError):
         Curator(run, FilterConfig(keep_other=True)).run(find_sources([packages]), progress=False)
-    assert json.loads((run / "data" / "alignment.json").read_text())  # still the whole earlier file
-    assert (run / "data" / "captions.json").read_text() == before
-    assert not list((run / "data").glob(".*.tmp"))
+    assert json.loads((run / "data" / "pmc" / "alignment.json").read_text())  # still the whole earlier file
+    assert (run / "data" / "pmc" / "captions.json").read_text() == before
+    assert not list((run / "data" / "pmc").glob(".*.tmp"))
 
 
 def test_cli_curate(packages, tmp_path, capsys):

@@ -58,3 +58,18 @@ def test_download_synthetic_manifest_from_local_mirror(tmp_path):
 
     first = json.loads((result.data_dir / "image_manifest.jsonl").read_text().splitlines()[0])
     assert first["pmc_tar_url"].startswith(server.url()) and first["image_file_path"].startswith("PMC")
+
+
+def test_tiny_world_captions_give_alignment_records_and_domains(tmp_path):
+    """Stage 1 at tiny scale: alignment records from the tiny world's captions_train.json (images under its root)."""
+    from llavamed_lite.data.alignment import alignment_records
+    from llavamed_lite.data.domains import classify_caption
+    from llavamed_lite.data.formats import read_caption_file, record_domain
+    from llavamed_lite.synth.world import build_tiny_world
+
+    world = build_tiny_world(tmp_path / "data", n_train=25, n_heldout=0, image_size=32)
+    captions = read_caption_file(world["captions_train"])
+    records = alignment_records(captions, world["root"], seed=0)
+    assert len(records) == 25 and records[0]["image"] == captions[0]["image"]
+    assert all((world["root"] / r["image"]).is_file() for r in records)
+    assert [classify_caption(c["fig_caption"]) for c in captions] == [record_domain(c) for c in captions]

@@ -4,7 +4,8 @@
     llavamed-lite curate --manifest oa_file_list.csv --max-articles 1000 --download-dir pmc/ --run-dir runs/full \\
         --scale full --image-classifier auto
 
-Outputs land in run_dir/data/ (see llavamed_lite.data.pipeline). Re-running resumes: finished downloads and
+Outputs land in run_dir/data/pmc/ (captions.json, image_manifest.jsonl, alignment.json, images/, hf_dataset/,
+report.json, rejects.jsonl; see llavamed_lite.data.pipeline.curated_paths). Re-running resumes: finished downloads and
 finished packages are not redone.
 """
 
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", default=None, help="oa_file_list.csv or LLaVA-Med image manifest (.jsonl) "
                                                          "to download first (default: data.manifest of the config)")
     parser.add_argument("--base-url", default=None, help="base URL for the File column of oa_file_list.csv")
-    parser.add_argument("--download-dir", default=None, help="where packages go (default: run_dir/data/packages)")
+    parser.add_argument("--download-dir", default=None, help="where packages go (default: run_dir/data/pmc_packages)")
     parser.add_argument("--max-articles", type=int, default=None, help="default: data.max_articles of the config")
     parser.add_argument("--workers", type=int, default=4, help="concurrent downloads")
     parser.add_argument("--timeout", type=float, default=30.0)
@@ -65,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     if manifest:
         kwargs = {"base_url": args.base_url} if args.base_url else {}
         packages = read_manifest(manifest, max_packages=max_articles, **kwargs)
-        folder = Path(args.download_dir or Path(args.run_dir) / "data" / "packages")
+        folder = Path(args.download_dir or Path(args.run_dir) / "data" / "pmc_packages")
         report = download_all(packages, folder, workers=args.workers, timeout=args.timeout, retries=args.retries,
                               progress=not args.no_progress)
         print(report)

@@ -4,12 +4,13 @@ Per package: safe extraction -> JATS parsing -> per figure: caption and image ch
 then zero-shot CLIP for captions that name none) -> duplicates -> the figure saved as images/{pair_id}.jpg.
 Every package's outcome is appended to a ledger, so an interrupted run resumes where it stopped without redoing
 finished packages (and rebuilds its duplicate index from the ledger, so the result does not depend on where it
-stopped). Then `finalize` writes, atomically, under run_dir/data/:
+stopped). Then `finalize` writes, atomically, under run_dir/data/pmc/ (beside the tiny world, which lives in
+run_dir/data/ itself; `curated_paths(run_dir)` names every file):
 
     captions.json          caption file: pair_id, pmid, fig_id, fig_label, fig_caption, in_text_mention, domain
                            (+ image, pmcid, domain_name, license: extra fields readers ignore)
     image_manifest.jsonl   {pmc_tar_url, image_file_path, pair_id} per figure
-    alignment.json         stage-1 records {id, image, conversations}; images relative to run_dir/data/
+    alignment.json         stage-1 records {id, image, conversations}; images relative to run_dir/data/pmc/
     images/{pair_id}.jpg   the curated figures
     hf_dataset/            the same as a datasets.DatasetDict (train / validation, split by article)
     report.json            counts: packages, figures kept, rejects by reason, domains
@@ -36,6 +37,14 @@ from .formats import write_records
 from .jats import JATSError, parse_article
 
 LEDGER = "curation_ledger.jsonl"
+
+
+def curated_paths(run_dir: str | Path) -> dict[str, Path]:
+    """Where curation writes in a run directory. "root" is the image root of captions.json and alignment.json."""
+    d = Path(run_dir) / "data" / "pmc"
+    return {"root": d, "captions": d / "captions.json", "image_manifest": d / "image_manifest.jsonl",
+            "alignment": d / "alignment.json", "images": d / "images", "hf_dataset": d / "hf_dataset",
+            "report": d / "report.json", "rejects": d / "rejects.jsonl", "ledger": d / LEDGER}
 
 
 @dataclass
@@ -85,9 +94,10 @@ class Curator:
 
     def __init__(self, run_dir: str | Path, filters: FilterConfig | None = None, image_classifier=None,
                  seed: int = 0):
-        self.data_dir = Path(run_dir) / "data"
-        self.images = self.data_dir / "images"
-        self.ledger = self.data_dir / LEDGER
+        self.paths = curated_paths(run_dir)
+        self.data_dir = self.paths["root"]
+        self.images = self.paths["images"]
+        self.ledger = self.paths["ledger"]
         self.filters = filters or FilterConfig()
         self.classifier = image_classifier
         self.seed = seed
@@ -194,10 +204,7 @@ class Curator:
                 records.append(k["record"])
                 manifest.append({"pmc_tar_url": k["pmc_tar_url"], "image_file_path": k["image_file_path"],
                                  "pair_id": k["record"]["pair_id"]})
-        d = self.data_dir
-        paths = {"captions": d / "captions.json", "image_manifest": d / "image_manifest.jsonl",
-                 "alignment": d / "alignment.json", "rejects": d / "rejects.jsonl", "report": d / "report.json",
-                 "hf_dataset": d / "hf_dataset", "images": self.images}
+        d, paths = self.data_dir, self.paths
         write_records(paths["captions"], records)
         atomic_write_text(paths["image_manifest"], "".join(_jsonl(m) for m in manifest))
         alignment = alignment_records(records, d, seed=self.seed)
@@ -235,7 +242,7 @@ def _save_jpeg(image, path: Path) -> None:
 def save_dataset(records: list[dict], alignment: list[dict], path: Path, seed: int = 0,
                  validation_fraction: float = 0.1):
     """The curated pairs as a datasets.DatasetDict (train / validation, split by article so no article is in
-    both), saved with save_to_disk. Image paths are relative to run_dir/data."""
+    both), saved with save_to_disk. Image paths are relative to the curated root (run_dir/data/pmc)."""
     from datasets import Dataset, DatasetDict, Features, List, Value
 
     features = Features({"id": Value("string"), "image": Value("string"), "pmid": Value("string"),
