@@ -67,7 +67,7 @@ def test_tiny_world_captions_give_alignment_records_and_domains(tmp_path):
     from llavamed_lite.data.formats import read_caption_file, record_domain
     from llavamed_lite.synth.world import build_tiny_world
 
-    world = build_tiny_world(tmp_path / "data", n_train=25, n_heldout=0, image_size=32)
+    world = build_tiny_world(tmp_path / "data", n_train=25, n_heldout=0, image_size=64)
     captions = read_caption_file(world["captions_train"])
     records = alignment_records(captions, world["root"], seed=0)
     assert len(records) == 25 and records[0]["image"] == captions[0]["image"]
