@@ -35,8 +35,9 @@ def test_plain_drops_the_instruction_and_labels_caption_and_eos(tok, processor):
     out = tokenize_record(record(f"Describe the image.\n{IMAGE_TOKEN}", "Chest radiograph."), tok, "plain", 16, 256)
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     caption = ids(tok, "Chest radiograph.") + [tok.eos_token_id]
-    assert out["input_ids"] == [tok.bos_token_id] + [image_id] * 16 + caption
-    assert out["labels"] == [IGNORE_INDEX] * 17 + caption
+    newline = ids(tok, "\n")
+    assert out["input_ids"] == [tok.bos_token_id] + [image_id] * 16 + newline + caption
+    assert out["labels"] == [IGNORE_INDEX] * (17 + len(newline)) + caption
 
 
 def test_mistral_single_turn_exact_mask(tok):

@@ -35,6 +35,6 @@ def main(args: argparse.Namespace) -> int:
 
     if PartialState().is_main_process:
         print(json.dumps({"stage": result.stage, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
-                          "steps": result.steps, "model_dir": str(result.model_dir), "records": result.n_records,
+                          "steps": result.steps, "processes": PartialState().num_processes, "model_dir": str(result.model_dir), "records": result.n_records,
                           "skipped": len(result.skipped), "truncated": result.truncated}))
     return 0

@@ -217,7 +217,7 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         atomic_write_json(out / "loss_history.json", history)
         atomic_write_json(out / "summary.json", {
             "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
-            "steps": trainer.state.global_step, "records": len(dataset), "skipped": dataset.errors,
+            "steps": trainer.state.global_step, "processes": state.num_processes, "records": len(dataset), "skipped": dataset.errors,
             "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit, "parameters": table,
             "config": dataclasses.asdict(tc)})
     state.wait_for_everyone()

@@ -1,11 +1,13 @@
 """Conversation templates: a training record -> input_ids and labels, with labels only on what the assistant says.
 
-    plain (stage 1):             <s> <image tokens> {caption} </s>
+    plain (stage 1):             <s><image>\\n{caption}</s>
     mistral_instruct (stage 2+): <s>[INST] <image>\\n{q1} [/INST] {a1}</s>[INST] {q2} [/INST] {a2}</s>
 
 `plain` is LLaVA's alignment format: the human's instruction ("Describe the figure.") is dropped and the model
-learns to continue the image with its caption. `mistral_instruct` is LLaVA-Med v1.5's chat format, the same text the
-processor's chat template renders at inference (a test checks they agree token for token). `<image>` expands to
+learns to continue the image with its caption (the newline matches the tiny LM's pretraining text, in which a
+caption-like stand-in, a newline and the caption come in that order: synth/corpus.py). `mistral_instruct` is
+LLaVA-Med v1.5's chat format, the same text the processor's chat template renders at inference (a test checks
+they agree token for token). `<image>` expands to
 `image_seq_length` image-token ids, as `LlavaProcessor` does. Labels are -100 except on the assistant's tokens and
 its end-of-turn `</s>`, so the loss never trains the model to write questions or image tokens.
 """
@@ -63,7 +65,7 @@ def turn_segments(convs: list[dict], tokenizer, template: str, n_image: int,
             if k:
                 raise RecordError(f"{where}: the plain template takes one human/gpt pair (an image and its caption), "
                                   f"got {len(convs) // 2}")
-            prompt = _human_ids(tokenizer, IMAGE_TOKEN if IMAGE_TOKEN in question else "", n_image)
+            prompt = _human_ids(tokenizer, f"{IMAGE_TOKEN}\n" if IMAGE_TOKEN in question else "", n_image)
             reply = _ids(tokenizer, answer.strip()) + eos
         elif template == "mistral_instruct":
             prompt = _human_ids(tokenizer, f"[INST] {question.strip()} [/INST]", n_image)
