@@ -155,9 +155,12 @@ def test_interrupted_run_resumes_without_redoing_packages(packages, tmp_path, mo
     assert len(calls) == 3 + len(sources) - 2 and again.records == reference.records
 
 
-def test_keep_other_and_max_articles(packages, tmp_path):
+def test_keep_other_max_articles_and_restart(packages, tmp_path):
+    first = Curator(tmp_path / "run").run(find_sources([packages]), max_articles=1, progress=False)
+    assert len(first.records) == 2
+    # the ledger keeps earlier decisions; restart applies the new filter to every package
     result = Curator(tmp_path / "run", FilterConfig(keep_other=True)).run(find_sources([packages]), max_articles=1,
-                                                                          progress=False)
+                                                                          progress=False, restart=True)
     assert [r["domain_name"] for r in result.records] == ["chest_xray", "ct_scan", "other"]
     assert result.records[2]["domain"] == dict.fromkeys(result.records[0]["domain"], False)
 

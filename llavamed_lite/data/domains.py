@@ -219,3 +219,14 @@ def vqa_rad_images(vqa_rad_dir: str | Path) -> list[tuple[Path, str]]:
             continue
         found.setdefault(r["image_name"], domain)
     return [(root / "images" / name, d) for name, d in sorted(found.items())]
+
+
+def evaluate_image_classifier(classifier: ImageDomainClassifier, items: list[tuple[Path, str]],
+                              batch_size: int = 32) -> DomainScores:
+    """Score the classifier on (image path, true domain) pairs, images opened with llavamed_lite.images."""
+    from ..images import load_image
+
+    predicted = []
+    for i in range(0, len(items), batch_size):
+        predicted += classifier.classify([load_image(p) for p, _ in items[i:i + batch_size]], batch_size)
+    return score([d for _, d in items], predicted)

@@ -169,8 +169,13 @@ class Curator:
             shutil.rmtree(work, ignore_errors=True)
 
     # ---- many sources ----
-    def run(self, sources: list[Source], max_articles: int | None = None, progress: bool = True) -> CurationResult:
-        """Curate the sources not yet in the ledger, then finalize. Safe to call again after an interruption."""
+    def run(self, sources: list[Source], max_articles: int | None = None, progress: bool = True,
+            restart: bool = False) -> CurationResult:
+        """Curate the sources not yet in the ledger, then finalize. Safe to call again after an interruption.
+        The ledger keeps each package's decisions: after changing filters or classifier, pass restart=True
+        (which deletes the earlier outputs of this run directory)."""
+        if restart:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         self.images.mkdir(parents=True, exist_ok=True)
         entries = self._ledger_entries()
         dedup = Deduplicator(self.filters.near_duplicate_bits)
