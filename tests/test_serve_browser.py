@@ -97,8 +97,10 @@ def test_upload_ask_and_answer_appears(browser, server, tmp_path):
     from llavamed_lite.paths import DATA_SAMPLES
 
     _open(browser, server)
+    browser.find_element(By.CSS_SELECTOR, "#examples .thumbnail-item").click()  # the example gallery
+    assert "00000001_000.png" in _wait_status(browser, "loaded", "⚠️")
     _upload(browser, DATA_SAMPLES / "xray" / "00027426_000.png")
-    assert "loaded" in _wait_status(browser, "loaded", "⚠️")
+    assert "00027426_000.png" in _wait_status(browser, "00027426_000.png", "⚠️")
     _ask(browser, "Is there a nodule?")
     assert "Done" in _wait_status(browser, "Done", "⚠️")
     chat_text = browser.find_element(By.ID, "chatbot").text
@@ -117,12 +119,12 @@ def test_bad_inputs_get_a_message(browser, server, tmp_path, png_header_only):
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("this is text, not a PNG")
     _upload(browser, not_an_image)
-    assert "not an image" in _wait_status(browser, "not an image", "Invalid file")
+    assert "not a readable image" in _wait_status(browser, "not a readable image", "Invalid file")
 
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header_only(20000, 20000))
     _open(browser, server)  # a fresh page: the file input accepts one new file per page
     _upload(browser, bomb)
-    assert "too large" in _wait_status(browser, "too large", "⚠️")
+    assert "decompression bomb" in _wait_status(browser, "decompression bomb", "⚠️")
     browser.save_screenshot(str(tmp_path / "bad_input.png"))
 

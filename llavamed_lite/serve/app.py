@@ -86,11 +86,11 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
         image_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="Upload an image", file_types=["image"], type="filepath", elem_id="upload")
+                upload = gr.File(label="Upload an image (PNG, JPEG or DICOM)", file_types=["image", ".dcm"], type="filepath", elem_id="upload")
                 preview = gr.Image(label="Image", type="pil", interactive=False, height=260, elem_id="preview")
                 gallery = gr.Gallery(value=[(p, Path(p).parent.name if Path(p).name == "source.jpg" else Path(p).stem)
                                             for p in examples],
-                                     label="Examples (click one)", columns=4, height=220, allow_preview=False,
+                                     label="Examples (click one)", columns=4, height=220, allow_preview=False, buttons=[], fit_columns=False,
                                      elem_id="examples")
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="chatbot")

@@ -19,6 +19,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import TextIteratorStreamer
 
+from ..images import load_image as read_image
+
 RESEARCH_NOTICE = ("Research and teaching only, not for clinical use: this model's answers are not medical advice "
                    "and may be wrong.")
 MAX_FILE_BYTES = 30 * 1024 * 1024  # a medical figure is a few MB at most
@@ -31,34 +33,32 @@ class ChatError(ValueError):
 
 def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_PIXELS,
                max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
-    """An RGB image from a path or a PIL image, refusing non-images, truncated files, huge files and decompression
-    bombs (checked from the header, before any pixel is decoded) with a ChatError that says what is wrong."""
+    """An RGB image from a path (PNG, JPEG, DICOM: `llavamed_lite.images.load_image`) or a PIL image. Non-images,
+    damaged files, huge files and decompression bombs (checked from the header, before decoding) raise a ChatError
+    that names the file by its name only (uploads live under temporary paths)."""
     if source is None:
         raise ChatError("No image: upload an image or pick an example first.")
     if isinstance(source, Image.Image):
-        image, name = source, "the image"
-        _check_pixels(image, name, max_pixels)
-    else:
-        path = Path(source)
-        name = path.name
-        if not path.is_file():
-            raise ChatError(f"{name}: no such file.")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ChatError(f"{name}: the file is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(path)
-                _check_pixels(image, name, max_pixels)
-                image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ChatError(f"{name}: the image is too large to decode safely ({e})") from None
-        except UnidentifiedImageError:
-            raise ChatError(f"{name}: not an image file (PNG, JPEG, ... expected).") from None
-        except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data, raised while decoding
-            raise ChatError(f"{name}: the image file is damaged or truncated ({e}).") from None
-    return image.convert("RGB")
+        _check_pixels(source, "the image", max_pixels)
+        return source.convert("RGB")
+    path = Path(source)
+    if not path.is_file():
+        raise ChatError(f"{path.name}: no such file.")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ChatError(f"{path.name}: the file is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+    try:
+        with warnings.catch_warnings(), Image.open(path) as header:  # reads the header only
+            warnings.simplefilter("ignore")  # e.g. DICOM preambles read as TIFF; the decode below reports
+            _check_pixels(header, path.name, max_pixels)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
+        pass  # not a format PIL knows (e.g. DICOM), or a bomb: read_image below gives the message
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return read_image(path)
+    except (ValueError, OSError, Image.DecompressionBombWarning) as e:
+        raise ChatError(str(e).replace(str(path), path.name)) from None
 
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
