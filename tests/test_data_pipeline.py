@@ -187,3 +187,31 @@ def test_cli_curate(packages, tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"figures_kept": 4' in out
     assert cli_main(["curate", "--input", str(tmp_path / "absent"), "--run-dir", str(tmp_path / "run")]) == 2
+
+
+def test_cli_downloads_a_llava_med_image_manifest(tmp_path, capsys):
+    """LLaVA-Med's image manifest: packages fetched from a (local) mirror, the listed figures saved as
+    {pair_id}.jpg, a missing package and a missing member reported by reason, then the packages curated."""
+    from llavamed_lite.data.download import write_image_manifest
+    from llavamed_lite.data.faulty_server import FaultyServer
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    article_package(mirror, "PMC200", [("f1", CAPTIONS["xray"], jpeg(picture(1))), ("f2", CAPTIONS["ct"], jpeg(picture(2)))])
+    with FaultyServer(mirror, {"PMC201.tar.gz": "404"}) as server:
+        rows = [{"pmc_tar_url": server.url("PMC200.tar.gz"), "image_file_path": "PMC200/f1.jpg", "pair_id": "a1"},
+                {"pmc_tar_url": server.url("PMC200.tar.gz"), "image_file_path": "PMC200/f2.jpg", "pair_id": "a2"},
+                {"pmc_tar_url": server.url("PMC200.tar.gz"), "image_file_path": "PMC200/f9.jpg", "pair_id": "a3"},
+                {"pmc_tar_url": server.url("PMC201.tar.gz"), "image_file_path": "PMC201/f1.jpg", "pair_id": "b1"}]
+        manifest = write_image_manifest(tmp_path / "images.jsonl", rows)
+        run = tmp_path / "run"
+        assert cli_main(["curate", "--manifest", str(manifest), "--run-dir", str(run), "--no-progress",
+                         "--retries", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "failed: 1 not found (404)" in out
+    images = run / "data" / "pmc" / "manifest_images"
+    assert sorted(p.name for p in images.iterdir()) == ["a1.jpg", "a2.jpg"]
+    report = json.loads((run / "data" / "pmc" / "manifest_images_report.json").read_text())
+    assert report["counts"] == {"done: extracted": 2, "failed: not in the package": 1,
+                                "failed: package not downloaded": 1}
+    assert json.loads((run / "data" / "pmc" / "report.json").read_text())["figures_kept"] == 2

@@ -53,6 +53,30 @@ def image_classifier_for(spec: str, cfg):
                                  device="cuda" if cfg.device == "cuda" else "cpu")
 
 
+def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
+    """LLaVA-Med's image manifest: save the listed figures as run_dir/data/pmc/manifest_images/{pair_id}.jpg (the
+    files their caption and instruction data refer to), with a report by reason."""
+    from collections import Counter
+
+    from ..io import atomic_write_json
+    from .extract import ArchiveError, extract_listed_images
+    from .pipeline import curated_paths
+
+    out = curated_paths(run_dir)["root"] / "manifest_images"
+    rows = []
+    for p in packages:
+        if not (folder / p.name).exists():
+            rows += [{"pair_id": pid, "status": "failed", "reason": "package not downloaded"} for _, pid in p.images]
+            continue
+        try:
+            rows += extract_listed_images(folder / p.name, p.images, out)
+        except ArchiveError as e:
+            rows += [{"pair_id": pid, "status": "failed", "reason": f"bad package ({e})"} for _, pid in p.images]
+    counts = Counter(f"{r['status']}: {r['reason'].split(' (')[0]}" for r in rows)
+    atomic_write_json(out.parent / "manifest_images_report.json", {"counts": dict(counts), "images": rows})
+    print(f"manifest images -> {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
 def main(args: argparse.Namespace) -> int:
     from .download import download_all, read_manifest
     from .filters import FilterConfig
@@ -72,6 +96,8 @@ def main(args: argparse.Namespace) -> int:
         print(report)
         urls = {p.name: p.url for p in packages}
         inputs.append(folder)
+        if any(p.images for p in packages):
+            _extract_manifest_images(packages, folder, Path(args.run_dir))
     if not inputs:
         print("curate: give --input PATH or --manifest FILE", file=sys.stderr)
         return 2

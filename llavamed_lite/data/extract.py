@@ -109,6 +109,44 @@ def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], 
         raise ArchiveError(f"{package}: truncated or corrupt archive ({type(e).__name__}: {e})") from None
 
 
+def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], out_dir: str | Path,
+                          max_member_bytes: int = MAX_MEMBER_BYTES) -> list[dict]:
+    """LLaVA-Med's image manifest names, per package, the figure files to take (`image_file_path`) and their
+    `pair_id`: save each as out_dir/{pair_id}.jpg (RGB JPEG, written atomically; an existing one is kept).
+    Returns one {pair_id, status: "done"|"skipped"|"failed", reason} per listed image. Raises ArchiveError if
+    the package itself is unsafe or corrupt."""
+    from PIL import Image
+
+    archive, out_dir = Path(archive), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {PurePosixPath(path).as_posix(): pair_id for path, pair_id in images}
+    results = {pair_id: {"pair_id": pair_id, "status": "failed", "reason": "not in the package"}
+               for pair_id in wanted.values()}
+    for pair_id in wanted.values():
+        if (out_dir / f"{pair_id}.jpg").exists():
+            results[pair_id] = {"pair_id": pair_id, "status": "skipped", "reason": "already extracted"}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                check_member(member, archive.name, max_member_bytes)
+                pair_id = wanted.get(member.name)
+                if pair_id is None or not member.isfile() or results[pair_id]["status"] == "skipped":
+                    continue
+                target = out_dir / f"{pair_id}.jpg"
+                tmp = target.with_name(f".{target.name}.tmp")
+                try:
+                    with Image.open(tar.extractfile(member)) as im:
+                        im.convert("RGB").save(tmp, format="JPEG", quality=95)
+                    tmp.replace(target)
+                    results[pair_id] = {"pair_id": pair_id, "status": "done", "reason": "extracted"}
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    tmp.unlink(missing_ok=True)
+                    results[pair_id] = {"pair_id": pair_id, "status": "failed", "reason": f"unreadable image ({e})"}
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise ArchiveError(f"{archive.name}: truncated or corrupt archive ({type(e).__name__}: {e})") from None
+    return list(results.values())
+
+
 def find_article_xml(files: list[Path]) -> Path | None:
     """The article's XML among a package's files: the `.nxml` (PMC) if there is one, else a single `.xml`."""
     nxml = sorted(p for p in files if p.suffix.lower() == ".nxml")
