@@ -1,0 +1,99 @@
+"""The offline backend: conversations from the tiny world's findings, through the same post-processing."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from llavamed_lite.config import load_config
+from llavamed_lite.data.formats import DOMAINS, read_training_records
+from llavamed_lite.instruct import make_backend, synthesize, synthesize_tiny_instruct
+from llavamed_lite.instruct.offline import answer_sentence, offline_conversation
+from llavamed_lite.instruct.postprocess import clean_response
+from llavamed_lite.instruct.stats import dataset_stats, question_kind
+from llavamed_lite.instruct.synthesize import stats_path
+from llavamed_lite.synth.questions import questions_for
+from llavamed_lite.synth.world import figure
+
+
+@pytest.fixture(scope="module")
+def captions():
+    return [figure("train", i, 0, 64)[0] for i in range(60)]
+
+
+def test_offline_text_is_what_a_model_would_write_and_passes_post_processing(captions):
+    for record in captions:
+        text = offline_conversation(record, seed=0)
+        assert text.startswith("User: ")
+        cleaned = clean_response(text)
+        assert cleaned.reject is None and not cleaned.dropped and cleaned.stripped_lead_ins == 0
+        assert 2 <= len(cleaned.turns) // 2 <= 4
+
+
+def test_offline_is_deterministic_per_seed_and_varied(captions):
+    a = [offline_conversation(r, seed=0) for r in captions]
+    assert a == [offline_conversation(r, seed=0) for r in captions]
+    b = [offline_conversation(r, seed=1) for r in captions]
+    assert sum(x != y for x, y in zip(a, b)) > len(a) // 2
+    n_pairs = Counter(len(clean_response(t).turns) // 2 for t in a)
+    assert set(n_pairs) == {2, 3, 4}
+    assert len({t.split("\n")[0] for t in a}) >= 10  # many different opening questions
+
+
+@pytest.mark.parametrize("index", range(15))
+def test_answers_agree_with_the_tiny_world_answers(index):
+    """Every sentence answer says what the world's own short answer says (yes/no, side, count...)."""
+    record = figure("train", index, 0, 64)[0]
+    import numpy as np
+
+    for q in questions_for(record["findings"], np.random.default_rng(index)):
+        sentence = answer_sentence(record["findings"], q).lower()
+        if q["answer_type"] == "CLOSED":
+            assert sentence.startswith(q["answer"] + ","), (q, sentence)
+        elif q["question_type"] == "count" and q["answer"] == "0":
+            assert "no lesions" in sentence
+        elif q["answer"] == "no abnormality":
+            assert sentence == "there is no abnormality."
+        elif q["answer"] == "chest x-ray":
+            assert "chest x-ray" in sentence
+        else:
+            assert q["answer"].lower() in sentence or q["answer"].lower() in {"ct", "mri", "histology", "gross pathology"}, (q, sentence)
+
+
+def test_records_without_findings_get_a_generic_conversation_or_a_reason():
+    real = {"pair_id": "PMC1_F2", "pmid": "1", "fig_id": "F2", "fig_label": "Figure 2",
+            "fig_caption": "Figure 2. Axial T2-weighted MRI showing a left frontal mass.", "in_text_mention": [],
+            "domain": {d: d == "mri" for d in DOMAINS}}
+    result = synthesize([real, {**real, "pair_id": "x", "domain": {d: False for d in DOMAINS}}], make_backend("offline"),
+                        progress=False)
+    (record,) = result.records
+    assert result.rejected == {"no_domain": 1}
+    assert record["conversations"][1]["value"] == "This is an MRI scan."
+    assert record["conversations"][3]["value"] == "Axial T2-weighted MRI showing a left frontal mass."
+
+
+def test_question_kinds():
+    assert question_kind("<image>\nWhat kind of image is this?") == "modality"
+    assert question_kind("How many lesions are there?") == "count"
+    assert question_kind("Is the nodule in the left lung?") == "location"
+    assert question_kind("Is there necrosis?") == "presence"
+    assert question_kind("Describe the image.") == "description"
+    assert question_kind("Why?") == "interpretation"
+
+
+def test_tiny_instruct_is_built_once_and_valid(tmp_path):
+    cfg = load_config("tiny", {"data.n_train_figures": 25, "data.n_heldout_figures": 5})
+    path = synthesize_tiny_instruct(tmp_path, cfg)
+    assert path == tmp_path / "instruct" / "instruct_train.json"
+    records, errors = read_training_records(path)
+    assert len(records) == 25 and not errors
+    assert all((tmp_path / "data" / r["image"]).exists() for r in records)  # image paths are relative to run_dir/data
+    stats = json.loads(stats_path(path).read_text())
+    assert stats["records"] == 25 and stats["source"]["backend"] == "offline"
+    mtime = path.stat().st_mtime_ns
+    assert synthesize_tiny_instruct(tmp_path, cfg) == path and path.stat().st_mtime_ns == mtime  # idempotent
+    other = load_config("tiny", {"data.n_train_figures": 25, "data.n_heldout_figures": 5, "seed": 1})
+    synthesize_tiny_instruct(tmp_path, other)
+    assert json.loads(path.read_text()) != records  # a new seed rebuilds it
+    s = dataset_stats(records)
+    assert len(s["turns"]) == 25 and set(s["question_kinds"]) == set(DOMAINS)
