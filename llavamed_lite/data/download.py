@@ -18,7 +18,6 @@ import http.client
 import io
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -210,8 +209,7 @@ def download_package(pkg: Package, folder: Path, timeout: float = 30.0, retries:
         problem = _verify(final, pkg)
         if problem is None:
             return DownloadResult(pkg.name, pkg.url, "skipped", "already complete", final.stat().st_size)
-        final.rename(part)  # e.g. the manifest's checksum changed: fetch again
-        part.unlink()
+        final.unlink()  # e.g. the manifest's checksum changed: fetch again
     reason, attempts = "unknown", 0
     for attempts in range(1, retries + 2):
         try:
@@ -244,7 +242,6 @@ def download_all(packages: list[Package], folder: str | Path, workers: int = 4, 
     missing = set()
     if ledger.exists() and not retry_missing:
         missing = {r["url"] for r in iter_jsonl(ledger) if r.get("reason", "").startswith("not found")}
-    lock = threading.Lock()
     results: dict[int, DownloadResult] = {}
     todo = []
     for i, pkg in enumerate(packages):
@@ -258,8 +255,7 @@ def download_all(packages: list[Package], folder: str | Path, workers: int = 4, 
         for fut in as_completed(futures):
             result = fut.result()
             results[futures[fut]] = result
-            with lock:
-                append_jsonl(ledger, [{**result.__dict__, "time": time.time()}])
+            append_jsonl(ledger, [{**result.__dict__, "time": time.time()}])  # only this thread writes it
             bar.update(1)
             bar.set_postfix(failed=sum(r.status == "failed" for r in results.values()))
     bar.close()

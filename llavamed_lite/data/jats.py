@@ -314,7 +314,7 @@ def _expand_ranges(text, refs, order, by_number):
         for a, b in re.findall(r"(?<![\w.])(\d+)[A-Za-z]?\s*[-\u2013\u2014]\s*(\d+)(?![\d.])", xtext):
             rids += [by_number[n] for n in range(int(a), int(b) + 1) if n in by_number]
         for n in re.findall(r"(?<![\w.])(\d+)(?![\d.])", xtext):
-            if int(n) in by_number and by_number[int(n)] not in rids and len(rids) > 0 and _same_figure_family(xtext):
+            if int(n) in by_number and by_number[int(n)] not in rids and len(rids) > 0 and _lists_several_numbers(xtext):
                 rids.append(by_number[int(n)])
         if i > 0:
             prev_start, prev_end, prev_rids, _ = refs[i - 1]
@@ -327,6 +327,6 @@ def _expand_ranges(text, refs, order, by_number):
     return out
 
 
-def _same_figure_family(xtext: str) -> bool:
+def _lists_several_numbers(xtext: str) -> bool:
     """An xref whose text lists several figure numbers ("Figs 2, 3", "Figures 2 and 5") rather than one."""
     return len(re.findall(r"(?<![\w.])\d+(?![\d.])", xtext)) > 1

@@ -18,6 +18,7 @@ run_dir/data/ itself; `curated_paths(run_dir)` names every file):
     curation_ledger.jsonl  the per-package ledger (resume)
 """
 
+import json
 import os
 import random
 import re
@@ -231,8 +232,6 @@ class Curator:
 
 
 def _jsonl(row: dict) -> str:
-    import json
-
     return json.dumps(row, ensure_ascii=False) + "\n"
 
 
