@@ -85,6 +85,19 @@ def test_bad_settings_and_questions(tiny_llava, question, settings, message):
         chat(*tiny_llava, XRAY, [], question, **settings)
 
 
+def test_long_conversations_keep_the_first_turn_and_the_latest(tiny_llava):
+    model, processor = tiny_llava
+    limit = model.config.text_config.max_position_embeddings  # 512 in the tiny model
+    history = []
+    for i in range(40):
+        history = add_turn(history, f"Question {i} about the nodule in the left upper zone?", "Yes. " * 5)
+    inputs = prepare_inputs(model, processor, XRAY, history, "Last question?", max_new_tokens=8)
+    assert inputs["input_ids"].shape[1] + 8 <= limit
+    text = processor.tokenizer.decode(inputs["input_ids"][0])
+    assert "Question 0 " in text and "Question 39 " in text and "Question 1 " not in text
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == 16
+
+
 def test_bad_history(tiny_llava):
     with pytest.raises(ChatError, match="role"):
         chat(*tiny_llava, XRAY, [{"role": "robot", "content": "x"}], "Q", max_new_tokens=2)

@@ -48,9 +48,10 @@ def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_PIXELS,
     if size > max_bytes:
         raise ChatError(f"{path.name}: the file is {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
     try:
-        with warnings.catch_warnings(), Image.open(path) as header:  # reads the header only
-            warnings.simplefilter("ignore")  # e.g. DICOM preambles read as TIFF; the decode below reports
-            _check_pixels(header, path.name, max_pixels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a DICOM preamble read as TIFF; the decode below reports
+            with Image.open(path) as header:  # reads the header only
+                _check_pixels(header, path.name, max_pixels)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
         pass  # not a format PIL knows (e.g. DICOM), or a bomb: read_image below gives the message
     try:
@@ -102,18 +103,24 @@ def conversation(history: list[dict], question: str) -> list[dict]:
 
 
 def prepare_inputs(model, processor, image, history: list[dict], question: str, max_new_tokens: int) -> dict:
-    """Tokenised prompt and pixel values on the model's device, after checking every input."""
+    """Tokenised prompt and pixel values on the model's device, after checking every input. When the conversation
+    outgrows the model's context, the oldest turns after the first (which holds the image) are left out."""
     question = (question or "").strip()
     if not question:
         raise ChatError("Type a question first.")
     image = load_image(image)
-    text = processor.apply_chat_template(conversation(history, question), add_generation_prompt=True)
-    inputs = processor(images=image, text=text, return_tensors="pt")
     limit = getattr(model.config.text_config, "max_position_embeddings", None)
-    n_prompt = inputs["input_ids"].shape[1]
-    if limit is not None and n_prompt + max_new_tokens > limit:
-        raise ChatError(f"The conversation is too long for this model ({n_prompt} prompt tokens + {max_new_tokens} "
-                        f"new > {limit}): press Clear to start again, or lower max new tokens.")
+    history = list(history)
+    while True:
+        text = processor.apply_chat_template(conversation(history, question), add_generation_prompt=True)
+        inputs = processor(images=image, text=text, return_tensors="pt")
+        n_prompt = inputs["input_ids"].shape[1]
+        if limit is None or n_prompt + max_new_tokens <= limit:
+            break
+        if len(history) <= 2:
+            raise ChatError(f"The conversation is too long for this model ({n_prompt} prompt tokens + "
+                            f"{max_new_tokens} new > {limit}): press Clear to start again, or lower max new tokens.")
+        del history[2:4]  # the oldest question and answer after the first turn
     dtype = next(model.parameters()).dtype
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
     return inputs.to(model.device)
