@@ -1,0 +1,227 @@
+"""LLaVA-Med's chat evaluation: an LLM judge compares the model's answer with a reference answer.
+
+The judge sees what the reference writer saw (the figure's caption and the sentences citing it), the question,
+the reference answer (GPT-4's in the paper, written from the caption) and the model's answer. It rates both
+for helpfulness, relevance, accuracy and level of detail on 1-10 and puts "score_ref score_model" on its first
+line. The paper's relative score is the mean over questions of score_model / score_ref x 100, grouped by question
+type ("conversation", "detailed_description") and by domain.
+
+Requests go through the instruction-synthesis engine (llavamed_lite.instruct): any OpenAI-compatible endpoint,
+cached, concurrent, retried. Without a key, `judge_status` says so and `preview_prompt` shows what would be sent.
+The chat-evaluation questions for the tiny world come from `chat_questions(caption_records)`.
+"""
+
+import asyncio
+import concurrent.futures
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..data.formats import DOMAIN_NAMES, mention_texts, record_domain
+from .vqa import VQAItem
+
+CHAT_TYPES = ("conversation", "detailed_description")
+DETAIL_PROMPTS = ("Describe this image in detail.", "Give a detailed description of what this figure shows.",
+                  "Walk me through the findings in this image.", "What are the key findings in this image?")
+
+JUDGE_SYSTEM = "You are a careful and impartial reviewer of answers to questions about biomedical images."
+JUDGE_INSTRUCTIONS = (
+    "Two AI assistants answered the question above about a biomedical figure. Neither could read the caption: "
+    "they looked at the image itself. You cannot see the image, but the caption and context describe it.\n"
+    "Rate each answer for helpfulness, relevance, accuracy and level of detail, and give each one overall score "
+    "from 1 to 10, where higher is better. Judge content only: ignore the order in which the answers appear, their "
+    "length beyond what the question needs, and their style.\n"
+    "On the first line write only the two scores, Assistant 1 first, separated by a space (for example: 8 6). "
+    "From the second line on, explain your ratings briefly."
+)
+
+
+# ---- chat-evaluation questions -------------------------------------------------------------------------------
+def chat_questions(caption_records: Iterable[dict], n_conversation: int = 3, seed: int = 0) -> list[dict]:
+    """Questions in LLaVA-Med's chat-evaluation format from tiny-world caption records (which carry `findings` and
+    `image`): per figure one "detailed_description" (reference: a plain description of the findings) and up to
+    `n_conversation` "conversation" questions (reference: one true sentence about the finding asked for)."""
+    from ..instruct.offline import answer_sentence
+    from ..synth.questions import describe, questions_for
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, record in enumerate(caption_records):
+        findings = record.get("findings")
+        if not isinstance(findings, dict) or "image" not in record:
+            raise ValueError(f"caption record {i} (pair_id {record.get('pair_id')!r}): chat questions need the tiny "
+                             "world's 'findings' and 'image' fields")
+        asked = questions_for(findings, rng)
+        picks = [asked[int(k)] for k in rng.permutation(len(asked))[:n_conversation]]
+        pairs = [(DETAIL_PROMPTS[int(rng.integers(len(DETAIL_PROMPTS)))], describe(findings), "detailed_description")]
+        pairs += [(q["question"], answer_sentence(findings, q), "conversation") for q in picks]
+        for text, reference, kind in pairs:
+            out.append({"question_id": len(out), "image": record["image"], "pair_id": record["pair_id"], "text": text,
+                        "gpt4_answer": reference, "fig_caption": record["fig_caption"],
+                        "in_text_mention": record.get("in_text_mention", []), "domain": record["domain"],
+                        "type": kind, "fig_label": record.get("fig_label", "")})
+    return out
+
+
+def chat_items(questions: Iterable[dict], image_folder: str | Path) -> list[VQAItem]:
+    """Chat questions as VQAItems, so `generate_answers` answers them like any benchmark."""
+    return [VQAItem(str(q["question_id"]), str(Path(image_folder) / q["image"]), q["text"], q["gpt4_answer"], "OPEN",
+                    q["type"], {"pair_id": q["pair_id"], "domain": record_domain(q)}) for q in questions]
+
+
+# ---- the judge's prompt and reply ----------------------------------------------------------------------------
+def judge_messages(question: dict, model_answer: str) -> list[dict]:
+    """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews)."""
+    mentions = mention_texts(question)
+    context = f"Figure caption: {question.get('fig_label') or 'Figure'}: {question['fig_caption']}"
+    if mentions:
+        context += "\nFigure context:\n" + "\n".join(f"- {m}" for m in mentions)
+    user = (f"[Context]\n{context}\n\n[Question]\n{question['text']}\n\n"
+            f"[Assistant 1]\n{question['gpt4_answer']}\n[End of Assistant 1]\n\n"
+            f"[Assistant 2]\n{model_answer}\n[End of Assistant 2]\n\n[Instructions]\n{JUDGE_INSTRUCTIONS}")
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def preview_prompt(question: dict, model_answer: str) -> str:
+    """The judge's messages as readable text."""
+    return "\n\n".join(f"--- {m['role']} ---\n{m['content']}" for m in judge_messages(question, model_answer))
+
+
+class JudgeParseError(ValueError):
+    """A judge reply without two usable scores on its first line: `reason` is a short category (failures are
+    counted by it), the message adds the offending line."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?:\s*/\s*10\b)?")
+_LABELS = re.compile(r"[*`#]|assistant\s*[12]\b", re.IGNORECASE)  # markdown, and "Assistant 1: 8" labels
+
+
+def parse_judge_reply(text: str | None) -> tuple[float, float]:
+    """(score_ref, score_model) from the first non-empty line (markdown, "Scores:" and "Assistant 1:" labels are
+    tolerated; a first line without numbers, such as "Scores:", defers to the next).
+    Raises JudgeParseError with a reason when the line does not hold exactly two scores in 0-10."""
+    if not isinstance(text, str) or not text.strip():
+        raise JudgeParseError("empty reply")
+    lines = [_LABELS.sub(" ", ln) for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[0] if _NUMBER.search(lines[0]) or len(lines) == 1 else lines[1]  # "Scores:" alone, then "8 6"
+    scores = [float(m) for m in _NUMBER.findall(line)]
+    if len(scores) != 2:
+        raise JudgeParseError("not two scores", f"{len(scores)} number(s) in {line.strip()[:80]!r}")
+    if not all(0 <= s <= 10 for s in scores):
+        raise JudgeParseError("score outside 0-10", repr(line.strip()[:80]))
+    if scores[0] == 0:
+        raise JudgeParseError("reference scored 0", "the ratio is undefined")
+    return scores[0], scores[1]
+
+
+@dataclass
+class Review:
+    question_id: str
+    type: str
+    domain: str | None
+    score_ref: float | None = None
+    score_model: float | None = None
+    failed: str | None = None  # the reason, when the request or the parsing failed
+    reply: str | None = None
+
+
+def review_of(question: dict, reply: str | None, failed: str | None = None) -> Review:
+    review = Review(str(question["question_id"]), question.get("type", ""), record_domain(question), reply=reply)
+    if failed:
+        review.failed = failed
+        return review
+    try:
+        review.score_ref, review.score_model = parse_judge_reply(reply)
+    except JudgeParseError as e:
+        review.failed = f"unparsed: {e.reason}"
+    return review
+
+
+def relative_scores(reviews: Iterable[Review]) -> dict:
+    """The paper's relative score (mean of score_model / score_ref x 100) overall, by type and by domain, with
+    counts; failed reviews are counted by reason and left out of the means."""
+    reviews = list(reviews)
+    ok = [r for r in reviews if r.failed is None]
+
+    def summary(group: list[Review]) -> dict:
+        if not group:
+            return {"relative_score": None, "n": 0, "mean_ref": None, "mean_model": None}
+        return {"relative_score": 100 * sum(r.score_model / r.score_ref for r in group) / len(group), "n": len(group),
+                "mean_ref": sum(r.score_ref for r in group) / len(group),
+                "mean_model": sum(r.score_model for r in group) / len(group)}
+
+    by_type, by_domain = defaultdict(list), defaultdict(list)
+    for r in ok:
+        by_type[r.type].append(r)
+        by_domain[DOMAIN_NAMES.get(r.domain, r.domain or "unknown")].append(r)
+    return {"overall": summary(ok), "by_type": {k: summary(v) for k, v in sorted(by_type.items())},
+            "by_domain": {k: summary(v) for k, v in sorted(by_domain.items())},
+            "n_failed": len(reviews) - len(ok), "failures": dict(Counter(r.failed for r in reviews if r.failed))}
+
+
+# ---- running the judge ---------------------------------------------------------------------------------------
+def judge_status(base_url: str | None = None) -> str | None:
+    """None when a judge can be called; otherwise why not (no key and no local server)."""
+    if base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("AZURE_OPENAI_API_KEY"):
+        return None
+    return ("No judge available: set OPENAI_API_KEY (or AZURE_OPENAI_API_KEY) in the environment, or pass base_url of "
+            "an OpenAI-compatible server. Nothing was sent; preview_prompt() shows what the judge would receive.")
+
+
+@dataclass
+class JudgeResult:
+    reviews: list[Review]
+    scores: dict
+    run: dict = field(default_factory=dict)  # the engine's counts: requests, cached, failed, tokens, cost
+
+
+async def judge_async(questions: list[dict], answers: Iterable[dict], backend, cache=None, concurrency: int = 4,
+                      retry=None, progress: bool = True) -> JudgeResult:
+    """Ask the judge about every (question, model answer) pair; `backend` is the instruction engine's
+    (`llavamed_lite.instruct.synthesize.make_backend("openai", model=..., base_url=...)`), `cache` a path or
+    ResponseCache (a rerun asks only what is not cached), `retry` an engine RetryPolicy."""
+    from ..instruct.cache import ResponseCache, request_key
+    from ..instruct.client import Request
+    from ..instruct.engine import run_requests
+
+    by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
+    missing = [q["question_id"] for q in questions if str(q["question_id"]) not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} chat question(s) have no model answer, e.g. {missing[:3]}")
+    requests = []
+    for q in questions:
+        messages = judge_messages(q, by_id[str(q["question_id"])])
+        requests.append(Request(str(q["question_id"]), q, messages, request_key(backend.model, messages, backend.params)))
+    cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
+    try:
+        stats = await run_requests(requests, backend, cache, concurrency, retry=retry, progress=progress)
+    finally:
+        if hasattr(backend, "aclose"):
+            await backend.aclose()
+    reviews = []
+    for r in requests:
+        entry = cache.get(r.key)
+        if entry is None:
+            reviews.append(review_of(r.record, None, failed=stats.failed_keys.get(r.key, "request_failed")))
+        else:
+            reviews.append(review_of(r.record, entry["response"]))
+    return JudgeResult(reviews, relative_scores(reviews), stats.to_dict())
+
+
+def judge(questions: list[dict], answers: Iterable[dict], backend, **kwargs) -> JudgeResult:
+    """judge_async from plain code, or from a notebook whose event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(judge_async(questions, answers, backend, **kwargs))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, judge_async(questions, answers, backend, **kwargs)).result()

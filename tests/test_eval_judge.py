@@ -1,0 +1,147 @@
+"""The LLM judge: chat questions from the tiny world, the prompt, reply parsing, relative scores, and a full run
+against a local chat-completions server on 127.0.0.1."""
+
+import json
+
+import pytest
+
+from llavamed_lite.eval.judge import (
+    JudgeParseError, Review, chat_items, chat_questions, judge, judge_messages, judge_status, parse_judge_reply,
+    preview_prompt, relative_scores,
+)
+from llavamed_lite.instruct.engine import RetryPolicy
+from llavamed_lite.instruct.local_server import LocalChatServer, Reply
+from llavamed_lite.instruct.synthesize import make_backend
+from llavamed_lite.synth.world import build_tiny_world
+
+CHAT_FIELDS = {"question_id", "image", "pair_id", "text", "gpt4_answer", "fig_caption", "in_text_mention", "domain",
+               "type", "fig_label"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_tiny_world(tmp_path_factory.mktemp("world"), n_train=1, n_heldout=5)
+
+
+@pytest.fixture(scope="module")
+def questions(world):
+    return chat_questions(json.loads(world["captions_heldout"].read_text()), n_conversation=3, seed=0)
+
+
+def test_chat_questions_in_llava_med_format(world, questions):
+    assert all(set(q) == CHAT_FIELDS for q in questions)
+    assert [q["question_id"] for q in questions] == list(range(len(questions)))
+    assert sum(q["type"] == "detailed_description" for q in questions) == 5
+    assert sum(q["type"] == "conversation" for q in questions) == 15
+    assert all((world["root"] / q["image"]).is_file() for q in questions)
+    first = questions[0]
+    assert first["type"] == "detailed_description" and first["gpt4_answer"].startswith("A frontal chest X-ray")
+    assert first["domain"]["chest_xray"] is True
+    captions = json.loads(world["captions_heldout"].read_text())
+    assert chat_questions(captions, seed=0) == questions  # deterministic
+    with pytest.raises(ValueError, match="caption record 0 .*findings"):
+        chat_questions([{"pair_id": "real-1", "fig_caption": "x"}])
+    items = chat_items(questions, world["root"])
+    assert items[0].image == str(world["root"] / first["image"]) and items[0].metadata["domain"] == "chest_xray"
+
+
+def test_judge_prompt_holds_context_question_and_both_answers():
+    q = {"question_id": 0, "text": "Is there a nodule?", "gpt4_answer": "Yes, a small one.", "fig_label": "Fig. 2",
+         "fig_caption": "Chest radiograph with a nodule.", "in_text_mention": ["As seen in Fig. 2, ...",
+                                                                               {"tokens": "A nodule (Fig. 2)."}],
+         "type": "conversation", "domain": {"chest_xray": True}}
+    system, user = judge_messages(q, "No nodule.")
+    assert system["role"] == "system" and user["role"] == "user"
+    text = user["content"]
+    assert "Fig. 2: Chest radiograph with a nodule." in text
+    assert "- As seen in Fig. 2, ..." in text and "- A nodule (Fig. 2)." in text
+    assert text.index("Is there a nodule?") < text.index("Yes, a small one.") < text.index("No nodule.")
+    assert "1 to 10" in text and "first line" in text
+    assert "--- user ---" in preview_prompt(q, "No nodule.")
+
+
+@pytest.mark.parametrize("reply, scores", [
+    ("8 6\nAssistant 1 is more accurate.", (8, 6)),
+    ("  \n8 6", (8, 6)),
+    ("**8 7**", (8, 7)),
+    ("Scores: 9/10 and 4/10", (9, 4)),
+    ("Assistant 1: 8, Assistant 2: 5", (8, 5)),
+    ("7.5 6.5", (7.5, 6.5)),
+    ("Scores:\n9 3\nbecause ...", (9, 3)),
+    ("10 0", (10, 0)),
+])
+def test_parse_judge_reply(reply, scores):
+    assert parse_judge_reply(reply) == scores
+
+
+@pytest.mark.parametrize("reply, reason", [
+    (None, "empty reply"),
+    ("", "empty reply"),
+    ({"not": "text"}, "empty reply"),
+    ("I cannot rate these answers.", "not two scores: 0 number"),
+    ("8\nThe first is better", "not two scores: 1 number"),
+    ("8 7 6", "not two scores: 3 number"),
+    ("12 7", "score outside 0-10: '12 7'"),
+    ("0 7", "reference scored 0"),
+])
+def test_parse_judge_reply_failures(reply, reason):
+    with pytest.raises(JudgeParseError, match=reason):
+        parse_judge_reply(reply)
+
+
+def test_relative_scores_by_type_and_domain():
+    reviews = [Review("0", "conversation", "chest_xray", 8, 4), Review("1", "conversation", "mri", 5, 5),
+               Review("2", "detailed_description", "chest_xray", 10, 9),
+               Review("3", "conversation", "mri", failed="unparsed: empty reply"),
+               Review("4", "conversation", "mri", failed="http_400")]
+    s = relative_scores(reviews)
+    assert s["overall"]["relative_score"] == pytest.approx(100 * (0.5 + 1 + 0.9) / 3)
+    assert s["overall"]["n"] == 3 and s["overall"]["mean_ref"] == pytest.approx(23 / 3)
+    assert s["by_type"]["conversation"]["relative_score"] == pytest.approx(75)
+    assert s["by_type"]["detailed_description"]["n"] == 1
+    assert s["by_domain"]["chest X-ray"]["relative_score"] == pytest.approx(70)
+    assert s["by_domain"]["MRI"]["relative_score"] == pytest.approx(100)
+    assert s["n_failed"] == 2 and s["failures"] == {"unparsed: empty reply": 1, "http_400": 1}
+    assert relative_scores([])["overall"] == {"relative_score": None, "n": 0, "mean_ref": None, "mean_model": None}
+
+
+def test_judge_against_a_local_server(questions, tmp_path):
+    questions = questions[:4]
+    answers = [{"question_id": q["question_id"], "text": f"model answer {q['question_id']}"} for q in questions]
+
+    def reply(body, n):
+        user = body["messages"][1]["content"]
+        if "model answer 1" in user:
+            return Reply("I refuse to give numbers.")
+        if "model answer 2" in user:
+            return Reply(status=400, body={"error": {"message": "bad request"}})
+        return Reply("8 6\nThe reference is more complete.")
+
+    cache = tmp_path / "judge_cache.jsonl"
+    with LocalChatServer(reply) as server:
+        backend = make_backend("openai", model="judge-model", base_url=server.base_url)
+        result = judge(questions, answers, backend, cache=cache, retry=RetryPolicy(max_retries=0), progress=False)
+        assert len(server.requests) == 4
+        assert server.requests[0]["body"]["messages"] == judge_messages(questions[0], "model answer 0")
+    assert [r.failed for r in result.reviews] == [None, "unparsed: not two scores", "http_400", None]
+    assert result.reviews[1].reply == "I refuse to give numbers."
+    assert result.scores["overall"]["relative_score"] == pytest.approx(75)
+    assert result.scores["n_failed"] == 2 and result.run["requests"] == 4
+
+    with LocalChatServer(reply) as server:  # a rerun asks only what the cache lacks (the failed request)
+        backend = make_backend("openai", model="judge-model", base_url=server.base_url)
+        again = judge(questions, answers, backend, cache=cache, retry=RetryPolicy(max_retries=0), progress=False)
+        assert len(server.requests) == 1
+    assert again.scores == result.scores
+    with pytest.raises(ValueError, match="1 chat question\\(s\\) have no model answer"):
+        judge(questions, answers[1:], backend, progress=False)
+
+
+def test_without_a_key_the_judge_says_so(monkeypatch, questions):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
+    message = judge_status()
+    assert "OPENAI_API_KEY" in message and "preview_prompt" in message
+    assert judge_status(base_url="http://127.0.0.1:1/v1") is None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert judge_status() is None
