@@ -95,5 +95,8 @@ def test_tiny_instruct_is_built_once_and_valid(tmp_path):
     other = load_config("tiny", {"data.n_train_figures": 25, "data.n_heldout_figures": 5, "seed": 1})
     synthesize_tiny_instruct(tmp_path, other)
     assert json.loads(path.read_text()) != records  # a new seed rebuilds it
+    stats_path(path).write_text(json.dumps({"source": {"backend": "openai", "model": "gpt-4o"}}))
+    path.write_text("[]")
+    assert synthesize_tiny_instruct(tmp_path, cfg) == path and path.read_text() == "[]"  # an LLM's file is kept
     s = dataset_stats(records)
     assert len(s["turns"]) == 25 and set(s["question_kinds"]) == set(DOMAINS)

@@ -84,6 +84,10 @@ def test_leaky_turns_are_dropped_and_counted():
     assert cleaned.dropped == Counter({"caption": 1, "cannot_see_image": 1, "mentioned": 1, "description": 1,
                                        "unanswered_question": 1})
     assert cleaned.stripped_lead_ins == 1
+    assert [r["reason"] for r in cleaned.removed] == ["unanswered_question", "caption", "cannot_see_image", "mentioned",
+                                                      "description"]
+    assert cleaned.removed[1] == {"question": "What does the caption say about the liver?",
+                                  "answer": "It says there are two lesions.", "reason": "caption"}
 
 
 @pytest.mark.parametrize("text, reason", [

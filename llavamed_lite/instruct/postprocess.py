@@ -47,6 +47,7 @@ class Cleaned:
     turns: list[tuple[str, str]] = field(default_factory=list)  # ("human" | "gpt", text), alternating
     reject: str | None = None
     dropped: Counter = field(default_factory=Counter)  # dropped exchanges by reason
+    removed: list[dict] = field(default_factory=list)  # each dropped exchange: question, answer, reason
     stripped_lead_ins: int = 0
 
 
@@ -94,6 +95,7 @@ def clean_response(text: str | None) -> Cleaned:
         out.reject = "not_alternating"
         return out
     if len(turns) % 2:  # a last question without an answer
+        out.removed.append({"question": turns[-1][1], "answer": None, "reason": "unanswered_question"})
         turns = turns[:-1]
         out.dropped["unanswered_question"] += 1
     if any(not t for _, t in turns):
@@ -106,6 +108,7 @@ def clean_response(text: str | None) -> Cleaned:
         reason = leak_reason(question) or leak_reason(answer)
         if reason:
             out.dropped[reason] += 1
+            out.removed.append({"question": question, "answer": answer, "reason": reason})
             continue
         out.turns += [("human", question), ("gpt", answer)]
     if not out.turns:

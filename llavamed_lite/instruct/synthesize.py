@@ -137,7 +137,8 @@ def write_instruct(out: str | Path, result: SynthesisResult, source: dict | None
 def synthesize_tiny_instruct(run_dir: str | Path, cfg, progress: bool = False) -> Path:
     """run_dir/instruct/instruct_train.json: offline conversations for the tiny world's train captions (the world
     is built in run_dir/data with the config's sizes if missing). Idempotent: a file made from the same captions
-    with the same seed and offline version is kept. Image paths are relative to run_dir/data."""
+    with the same seed and offline version is kept, and so is one written by another backend (notebook 03 with
+    `backend="openai"`): it was made on purpose. Image paths are relative to run_dir/data."""
     from ..synth.world import build_tiny_world
     from .offline import OFFLINE_VERSION
 
@@ -149,7 +150,8 @@ def synthesize_tiny_instruct(run_dir: str | Path, cfg, progress: bool = False) -
               "backend": "offline", "offline_version": OFFLINE_VERSION, "seed": cfg.seed}
     if out.exists() and stats_path(out).exists():
         try:
-            if read_json(stats_path(out)).get("source") == source:
+            made_from = read_json(stats_path(out)).get("source", {})
+            if made_from == source or made_from.get("backend", "offline") != "offline":
                 return out
         except ValueError:
             pass  # an unreadable stats file: rebuild
