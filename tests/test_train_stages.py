@@ -225,6 +225,7 @@ def test_cli_trains_a_stage_in_process(tiny_towers, tiny_train_data, tmp_path, c
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2 and (tmp_path / "stage1" / "model" / "config.json").exists()
+    assert summary["final_loss"] > 0  # logged at the last step although logging_steps (10) > max_steps
 
 
 def test_samples_caption_and_chat(tiny_llava, tiny_train_data):

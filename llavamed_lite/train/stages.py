@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import transformers
 from accelerate import PartialState
-from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, TrainConfig
@@ -100,6 +100,14 @@ def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = 
                                     f"`llavamed-lite train --stage {UPSTREAM[stage]} --scale {cfg.scale} --run-dir {run_dir}` first")
         train_stage(cfg, UPSTREAM[stage], run_dir)
     return load_saved(upstream, cfg, four_bit)
+
+
+class LogLastStep(TrainerCallback):
+    """Log the loss of the last step too, so `final_loss` is the loss where training ended whatever logging_steps."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
 
 
 class LlavaTrainer(Trainer):
@@ -193,7 +201,8 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
                                   tc.max_length, image_folder, skip_bad=tc.skip_bad, source=str(records))
     trainer = LlavaTrainer(
         model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
-        data_collator=LlavaCollator(processor), processing_class=processor.tokenizer, callbacks=callbacks,
+        data_collator=LlavaCollator(processor), processing_class=processor.tokenizer,
+        callbacks=[LogLastStep(), *(callbacks or [])],
         projector_lr=tc.projector_lr if stage != "1" else None)
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
     if resume and checkpoint is None:
