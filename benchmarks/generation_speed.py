@@ -4,7 +4,7 @@ time (as LLaVA-Med's answer scripts do), on the tiny model on CPU, in one run. W
 The model: the committed pretrained tiny towers (data_samples/tiny-foundation) composed into a Llava with a random
 projector; without them, random towers of the tiny preset's sizes. The questions: the tiny world's held-out VQA.
 
-    python benchmarks/generation_speed.py [--questions 96] [--single 32] [--max-new-tokens 16] [--threads N]
+    python benchmarks/generation_speed.py [--questions 96] [--single 32] [--max-new-tokens 16 64] [--threads N]
 """
 
 import argparse
@@ -65,30 +65,38 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=96, help="questions answered in batches of 16")
     parser.add_argument("--single", type=int, default=32, help="questions answered one at a time")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[16, 64],
+                        help="answer lengths to measure (a random model always writes this many tokens)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    runs = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_tiny_world(tmp / "world", n_train=1, n_heldout=max(args.questions, args.single) // 4 + 5)
         items = load_benchmark("tiny", "test", source=tmp / "world")[:args.questions]
         (model, processor), which = tiny_model(tmp)
         model.eval()
-        batched_qps, single_qps, batched, single = best_of(args.repeats, model, processor, items, items[:args.single],
-                                                           args.batch_size, args.max_new_tokens)
-
+        for max_new_tokens in args.max_new_tokens:
+            batched_qps, single_qps, batched, single = best_of(args.repeats, model, processor, items,
+                                                               items[:args.single], args.batch_size, max_new_tokens)
+            runs.append({
+                "max_new_tokens": max_new_tokens,
+                "batched": {"batch_size": args.batch_size, "questions": len(items), "questions_per_s": round(batched_qps, 2)},
+                "one_at_a_time": {"questions": len(single), "questions_per_s": round(single_qps, 2)},
+                "speedup": round(batched_qps / single_qps, 2),
+                "same_answers": batched[:len(single)] == single,  # greedy + left padding: batching changes no answer
+            })
     result = {
-        "model": which, "parameters": sum(p.numel() for p in model.parameters()),
-        "device": "cpu", "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
-        "batched": {"batch_size": args.batch_size, "questions": len(items), "questions_per_s": round(batched_qps, 2)},
-        "one_at_a_time": {"questions": len(single), "questions_per_s": round(single_qps, 2)},
-        "speedup": round(batched_qps / single_qps, 2),
-        "same_answers": batched[:len(single)] == single,  # greedy + left padding: batching changes no answer
+        "model": which, "parameters": sum(p.numel() for p in model.parameters()), "device": "cpu",
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "repeats": args.repeats,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: other work on the CPU
+        "runs": runs,
     }
     atomic_write_json(RESULTS, result)
     print(json.dumps(result, indent=2))
