@@ -221,3 +221,24 @@ def test_linear_projector_converts(tiny_towers, tmp_path):
     features = torch.randn(3, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.model.multi_modal_projector(features), features @ weight.T + bias)
+
+
+def test_evaluate_runs_unchanged_on_the_converted_model(converted, tmp_path):
+    from llavamed_lite.eval.evaluate import evaluate
+
+    out, _ = converted
+    scores = evaluate(out, "vqa-rad", tmp_path / "vqa-rad", limit=3, batch_size=2, max_new_tokens=3,
+                      closed_suffix=True, device="cpu", progress=False)
+    assert scores["n_questions"] == 3
+    assert len((tmp_path / "vqa-rad" / "answers.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_converts(tiny_towers, tmp_path, capsys):
+    from llavamed_lite.cli import main
+
+    vision, lm = tiny_towers
+    write_official(Path(lm), tmp_path / "src", shards=1)
+    assert main(["convert-official", "--src", str(tmp_path / "src"), "--vision", vision,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"out": str(tmp_path / "out")}
+    assert json.loads((tmp_path / "out" / "conversion.json").read_text())["projector"] == "mlp2x_gelu"

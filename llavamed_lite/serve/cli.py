@@ -17,13 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch
-
+    from ..eval.evaluate import resolve_device
     from ..model.compose import load_llava
     from .app import build_app, example_images, launch
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    device = resolve_device(args.device)
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     try:
         model, processor = load_llava(args.model, dtype=dtype, device=device)
     except (FileNotFoundError, ValueError, OSError) as e:
