@@ -100,3 +100,19 @@ def test_tiny_instruct_is_built_once_and_valid(tmp_path):
     assert synthesize_tiny_instruct(tmp_path, cfg) == path and path.read_text() == "[]"  # an LLM's file is kept
     s = dataset_stats(records)
     assert len(s["turns"]) == 25 and set(s["question_kinds"]) == set(DOMAINS)
+
+
+def test_cli_offline_end_to_end(tmp_path, capsys):
+    from llavamed_lite.cli import main
+    from llavamed_lite.synth.world import build_tiny_world
+
+    world = build_tiny_world(tmp_path / "world", n_train=10, n_heldout=0)
+    out = tmp_path / "instruct.json"
+    assert main(["synthesize", "--captions", str(world["captions_train"]), "--out", str(out), "--backend", "offline",
+                 "--seed", "3", "--no-progress"]) == 0
+    records, _ = read_training_records(out)
+    assert len(records) == 10 and "10 instruct records" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.cache.jsonl"))  # offline answers need no cache unless asked for
+    again = tmp_path / "again.json"
+    main(["synthesize", "--captions", str(world["captions_train"]), "--out", str(again), "--seed", "3", "--no-progress"])
+    assert again.read_text() == out.read_text()  # deterministic per seed

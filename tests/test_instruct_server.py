@@ -243,3 +243,33 @@ def test_cli_rejects_a_bad_caption_file(tmp_path, capsys):
     assert main(["synthesize", "--captions", str(bad), "--out", str(tmp_path / "o.json")]) == 2
     err = capsys.readouterr().err
     assert "record 0" in err and "fig_caption" in err and str(bad) in err
+
+
+def test_azure_client_uses_deployment_path_api_version_and_api_key_header(monkeypatch):
+    key = "azure-" + secrets.token_hex(16)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", key)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with LocalChatServer() as server:
+        endpoint = server.base_url.removesuffix("/v1")
+        backend = OpenAIBackend(model="my-gpt4o", azure_endpoint=endpoint, api_version="2024-10-21")
+        result = synthesize([caption(0)], backend, progress=False, retry=FAST)
+    (req,) = server.requests
+    assert req["path"] == "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
+    assert {k.lower(): v for k, v in req["headers"].items()}["api-key"] == key
+    assert len(result.records) == 1
+
+
+def test_azure_without_its_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="AZURE_OPENAI_API_KEY"):
+        OpenAIBackend(model="x", azure_endpoint="https://example.openai.azure.com")
+
+
+def test_no_new_request_starts_once_spending_reaches_max_cost(api_key):
+    # the server reports 100 + 20 tokens per answer; at 10,000 USD per million tokens that is 1.20 USD each
+    with LocalChatServer() as server:
+        backend = OpenAIBackend(model="gpt-4o", base_url=server.base_url)
+        stats = asyncio.run(run_requests(build_requests([caption(i) for i in range(5)], backend), backend,
+                                         ResponseCache(), concurrency=1, max_cost=2.0, price=(1e4, 1e4), progress=False))
+    assert len(server.requests) == 2 and stats.done == 2
+    assert stats.failures == {"budget_exhausted": 3} and stats.cost_usd == pytest.approx(2.4)
