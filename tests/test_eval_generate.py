@@ -98,3 +98,11 @@ def test_evaluate_command_on_a_tiny_world_file(tiny_llava_dir, tmp_path):
                      "--out", str(out), "--max-new-tokens", "2", "--device", "cpu"]) == 0
     scores = json.loads((out / "scores.json").read_text())
     assert (scores["n_closed"], scores["n_open"]) == (1, 1)
+
+
+def test_evaluate_command_reports_bad_input(tiny_llava_dir, tmp_path, capsys):
+    assert cli_main(["evaluate", "--benchmark", "tiny", "--model", str(tiny_llava_dir), "--out", str(tmp_path)]) == 2
+    assert "the tiny benchmark needs its data (--data" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--benchmark", "vqa-rad", "--model", str(tmp_path / "none"), "--out",
+                     str(tmp_path)]) == 2
+    assert "not a saved model folder" in capsys.readouterr().err

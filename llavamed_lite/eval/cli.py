@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sys
 
 from .vqa import BENCHMARKS, SPLITS
 
@@ -27,9 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    scores = evaluate(args.model, args.benchmark, args.out, split=args.split, source=args.data,
-                      batch_size=args.batch_size, limit=args.limit, closed_suffix=args.closed_suffix,
-                      max_new_tokens=args.max_new_tokens, model_id=args.model_id, device=args.device, dtype=args.dtype)
+    try:
+        scores = evaluate(args.model, args.benchmark, args.out, split=args.split, source=args.data,
+                          batch_size=args.batch_size, limit=args.limit, closed_suffix=args.closed_suffix,
+                          max_new_tokens=args.max_new_tokens, model_id=args.model_id, device=args.device,
+                          dtype=args.dtype)
+    except (FileNotFoundError, ValueError) as e:  # bad input: say what and where, without a traceback
+        print(f"llavamed-lite evaluate: {e}", file=sys.stderr)
+        return 2
     summary = {k: v for k, v in scores.items() if k != "by_question_type"}
     print(json.dumps(summary, indent=2))
     return 0

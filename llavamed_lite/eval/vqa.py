@@ -297,11 +297,11 @@ def load_benchmark(name: str, split: str = "test", source: str | Path | None = N
         return load_slake(split, source or SLAKE_DIR, closed_suffix=closed_suffix)
     if name == "pathvqa":
         if source is None:
-            raise ValueError("PathVQA is not shipped (its images are copyrighted): pass its parquet folder as source")
+            raise ValueError("PathVQA is not shipped (its images are copyrighted): pass its parquet folder (--data, or source=)")
         return load_pathvqa(source, split, closed_suffix=closed_suffix)
     if name == "tiny":
         if source is None:
-            raise ValueError("the tiny benchmark needs source: the tiny world's folder (run_dir/data) or a VQA JSON")
+            raise ValueError("the tiny benchmark needs its data (--data, or source=): the tiny world's folder (run_dir/data) or a VQA JSON")
         source = Path(source)
         if source.is_dir():
             source = source / ("vqa_train.json" if split == "train" else "vqa_heldout.json")
