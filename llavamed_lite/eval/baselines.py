@@ -25,7 +25,8 @@ def majority_answer(train: Iterable[VQAItem], items: Iterable[VQAItem]) -> list[
         raise ValueError("majority_answer needs at least one training item")
     out = []
     for it in items:
-        counts = by_type.get((it.question_type, it.answer_type)) or by_kind.get(it.answer_type) or sum(by_kind.values(), Counter())
+        counts = (by_type.get((it.question_type, it.answer_type)) or by_kind.get(it.answer_type)
+                  or sum(by_kind.values(), Counter()))
         # most_common breaks ties by first occurrence: deterministic for a fixed training order
         out.append(spelling[counts.most_common(1)[0][0]])
     return out

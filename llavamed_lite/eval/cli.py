@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--closed-suffix", action="store_true",
-                        help="append LLaVA-Med's ' Please choose from the following two options: [yes, no]' to CLOSED questions")
+                        help="append LLaVA-Med's ' Please choose from the following two options: [yes, no]' "
+                             "to CLOSED questions")
     parser.add_argument("--model-id", default=None, help="model_id in the answer file (default: the model folder's name)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))

@@ -204,8 +204,8 @@ def load_pathvqa(source: str | Path, split: str = "test", image_dir: str | Path 
             where = f"{path}: row {i}"
             question, answer = _text(row, "question", where), _text(row, "answer", where, allow_number=True)
             items.append(VQAItem(
-                question_id=f"pathvqa-{split}-{len(items)}", image=_pathvqa_image(row.get("image"), image_dir, folder, where),
-                question=question, answer=answer,
+                question_id=f"pathvqa-{split}-{len(items)}",
+                image=_pathvqa_image(row.get("image"), image_dir, folder, where), question=question, answer=answer,
                 answer_type="CLOSED" if answer.lower() in ("yes", "no") else "OPEN", question_type="",
                 metadata={"source": "pathvqa", "file": path.name, "row": i}))
     return with_closed_suffix(items) if closed_suffix else items
@@ -297,11 +297,13 @@ def load_benchmark(name: str, split: str = "test", source: str | Path | None = N
         return load_slake(split, source or SLAKE_DIR, closed_suffix=closed_suffix)
     if name == "pathvqa":
         if source is None:
-            raise ValueError("PathVQA is not shipped (its images are copyrighted): pass its parquet folder (--data, or source=)")
+            raise ValueError("PathVQA is not shipped (its images are copyrighted): "
+                             "pass its parquet folder (--data, or source=)")
         return load_pathvqa(source, split, closed_suffix=closed_suffix)
     if name == "tiny":
         if source is None:
-            raise ValueError("the tiny benchmark needs its data (--data, or source=): the tiny world's folder (run_dir/data) or a VQA JSON")
+            raise ValueError("the tiny benchmark needs its data (--data, or source=): "
+                             "the tiny world's folder (run_dir/data) or a VQA JSON file")
         source = Path(source)
         if source.is_dir():
             source = source / ("vqa_train.json" if split == "train" else "vqa_heldout.json")
