@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from llavamed_lite.config import load_config
@@ -44,8 +45,6 @@ def test_offline_is_deterministic_per_seed_and_varied(captions):
 def test_answers_agree_with_the_tiny_world_answers(index):
     """Every sentence answer says what the world's own short answer says (yes/no, side, count...)."""
     record = figure("train", index, 0, 64)[0]
-    import numpy as np
-
     for q in questions_for(record["findings"], np.random.default_rng(index)):
         sentence = answer_sentence(record["findings"], q).lower()
         if q["answer_type"] == "CLOSED":

@@ -28,6 +28,12 @@ def _price(text: str) -> tuple[float, float]:
     return inp, out
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--captions", required=True, help="LLaVA-Med caption file (a list, or a dict domain -> list)")
     parser.add_argument("--out", required=True, help="where to write the instruct records (JSON list)")
@@ -37,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--azure-endpoint", default=None, help="use Azure OpenAI at this endpoint")
     parser.add_argument("--api-version", default=None, help="Azure API version (default: OPENAI_API_VERSION or 2024-10-21)")
     parser.add_argument("--with-mentions", action="store_true", help="add the inline mentions (LLaVA-Med's 60K-IM)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    parser.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight at once")
     parser.add_argument("--rpm", type=float, default=None, help="at most this many requests per minute")
     parser.add_argument("--tpm", type=float, default=None, help="at most this many tokens per minute")
     parser.add_argument("--cache", default=None, help="append-only JSONL cache of answers (openai default: <out>.cache.jsonl)")
