@@ -242,3 +242,19 @@ def test_samples_caption_and_chat(tiny_llava, tiny_train_data):
                                    ["chest_xray", "mri"]) == 0.5
     with pytest.raises(ValueError, match="as many"):
         caption_domain_accuracy(["x"], [])
+
+
+@pytest.mark.slow
+def test_stage2_on_a_fresh_run_dir_builds_its_inputs_and_stage1(tiny_towers, tmp_path):
+    """`llavamed-lite train --stage 2 --scale tiny --run-dir R` on an empty R: the tiny world, the alignment and
+    instruct records and stage 1 are made on the way."""
+    cfg = tiny_cfg(tiny_towers, **{"data.n_train_figures": 10, "data.n_heldout_figures": 2, "data.image_size": 64,
+                                   "stage1.max_steps": 2, "stage2.max_steps": 2})
+    result = train_stage(cfg, "2", tmp_path, progress=False)
+    for path in ("data/alignment_train.json", "instruct/instruct_train.json", "stage1/model/config.json",
+                 "stage2/model/config.json", "stage2/loss_history.json"):
+        assert (tmp_path / path).exists(), path
+    assert result.n_records == 10
+    vqa = train_stage(tiny_cfg(tiny_towers, **{"data.n_train_figures": 10, "data.n_heldout_figures": 2,
+                                               "data.image_size": 64}), "vqa", tmp_path, progress=False)
+    assert vqa.steps == 3 and (tmp_path / "vqa" / "model" / "config.json").exists()
