@@ -124,3 +124,15 @@ def test_baselines():
     assert always_yes(test) == ["yes"] * 4
     with pytest.raises(ValueError, match="at least one training item"):
         majority_answer([], test)
+
+
+def test_paper_table_puts_ours_beside_the_published_numbers():
+    from llavamed_lite.eval.paper import PAPER_VQA, TEST_SIZES, vqa_table
+
+    ours = vqa_scores(["yes", "left"], ["yes", "right"], ["CLOSED", "OPEN"])
+    rows = vqa_table("vqa-rad", {"always yes": ours})
+    assert rows[1] == {"method": "LLaVA-Med from LLaVA", "open": 61.52, "closed": 84.19, "closed_strict": None}
+    assert rows[-1] == {"method": "always yes", "open": 0.0, "closed": 100.0, "closed_strict": 100.0}
+    assert len(rows) == len(PAPER_VQA) + 1 and TEST_SIZES["slake"] == (1061, 645, 416)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        vqa_table("tiny")
