@@ -54,7 +54,8 @@ def write_official(lm_dir, out, vision_width=32, shards=2, drop=(), add=None, co
         "model.mm_projector.0.bias": torch.randn(hidden, generator=generator) * 0.1,
         "model.mm_projector.2.weight": torch.randn(hidden, hidden, generator=generator) * 0.1,
         "model.mm_projector.2.bias": torch.randn(hidden, generator=generator) * 0.1,
-        "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight": torch.zeros(vision_width, 3, 8, 8),
+        "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight":
+            torch.zeros(vision_width, 3, 8, 8),
     })
     for name in drop:
         del tensors[name]
@@ -242,3 +243,29 @@ def test_cli_converts(tiny_towers, tmp_path, capsys):
                  "--out", str(tmp_path / "out")]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"out": str(tmp_path / "out")}
     assert json.loads((tmp_path / "out" / "conversion.json").read_text())["projector"] == "mlp2x_gelu"
+
+
+def test_tokenizer_from_elsewhere_or_a_clear_error(tiny_towers, tmp_path):
+    vision, lm = tiny_towers
+    write_official(Path(lm), tmp_path / "src", shards=1)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "src" / name).unlink()
+    with pytest.raises(ConversionError, match="(?s)could not load the tokenizer.*--tokenizer"):
+        convert_official(tmp_path / "src", vision, tmp_path / "out", progress=False)
+    out = convert_official(tmp_path / "src", vision, tmp_path / "out", progress=False, tokenizer=lm)
+    assert "<image>" in AutoProcessor.from_pretrained(out).tokenizer.get_vocab()
+
+
+def test_a_failure_while_writing_leaves_nothing(tiny_towers, tmp_path, monkeypatch):
+    from llavamed_lite.model import convert
+
+    vision, lm = tiny_towers
+    write_official(Path(lm), tmp_path / "src", shards=1)
+
+    def disk_full(self, name, tensor):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(convert.ShardWriter, "add", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        convert_official(tmp_path / "src", vision, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

@@ -204,6 +204,17 @@ class ShardWriter:
         return [name for names in self.shards for name in names]
 
 
+def load_tokenizer(source: str):
+    """The release's tokenizer with `<image>`, a pad token and the chat template (`prepare_tokenizer`)."""
+    try:
+        return prepare_tokenizer(source)
+    except (OSError, ValueError, ImportError) as e:
+        raise ConversionError(
+            f"{source}: could not load the tokenizer ({type(e).__name__}: {e}). A folder with only tokenizer.model "
+            "(SentencePiece) needs `pip install sentencepiece`; or pass --tokenizer "
+            "mistralai/Mistral-7B-Instruct-v0.2 (the same vocabulary)") from None
+
+
 def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     """Append rows for the added tokens (<image>), set to the mean row, as transformers' resize does on average.
     The <image> embedding is never used (image features replace it); its output row keeps its logit ordinary."""
@@ -214,8 +225,10 @@ def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype: str | None = None,
-                     overwrite: bool = False, max_shard_bytes: int = SHARD_BYTES, progress: bool = True) -> Path:
-    """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`."""
+                     overwrite: bool = False, max_shard_bytes: int = SHARD_BYTES, progress: bool = True,
+                     tokenizer: str | None = None) -> Path:
+    """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`. The tokenizer
+    comes from `src` unless `tokenizer` names another folder or hub name with the same vocabulary (Mistral's)."""
     src, out = Path(src), Path(out)
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src}: no config.json (expected the official LLaVA-Med v1.5 folder)")
@@ -238,7 +251,7 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     files = source_tensors(src)
     check_tensors(files, expected_source_shapes(text_config, options), src)
 
-    tokenizer = prepare_tokenizer(str(src))
+    tokenizer = load_tokenizer(tokenizer or str(src))
     n_tokens = len(tokenizer)
     if n_tokens - 1 > text_config.vocab_size:
         raise ConversionError(f"{src}: the tokenizer has {n_tokens - 1} tokens but the weights only "
@@ -249,11 +262,48 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
                           options["vision_feature_select_strategy"], tokenizer.pad_token_id)
     config.text_config.vocab_size = text_config.vocab_size + extra_rows
     config.dtype = out_dtype
+    processor = LlavaProcessor(
+        image_processor=image_processor_for(vision, vision_config, options["pad_to_square"]),
+        tokenizer=tokenizer,
+        patch_size=vision_config.patch_size,
+        vision_feature_select_strategy=options["vision_feature_select_strategy"],
+        num_additional_image_tokens=1,  # CLIP's CLS; the "default" strategy then drops it again
+        chat_template=MISTRAL_INSTRUCT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+    with quiet_transformers():  # before any writing: a missing or unreachable tower fails here
+        tower = CLIPVisionModel.from_pretrained(vision, dtype=out_dtype)
 
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    writer = ShardWriter(tmp, max_shard_bytes)
+    try:
+        written = write_weights(tmp, files, tower, config, extra_rows, out_dtype, max_shard_bytes, progress)
+        del tower
+        _check_complete(config, written)
+        config.save_pretrained(tmp)
+        if (src / "generation_config.json").is_file():
+            generation = GenerationConfig.from_pretrained(src)
+        else:
+            generation = GenerationConfig(bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id)
+        generation.pad_token_id = tokenizer.pad_token_id
+        generation.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        atomic_write_json(tmp / "conversion.json", {"source": str(src.resolve()), "vision": vision,
+                                                    "source_model_type": raw["model_type"], **options})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave half a model behind
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_rows: int, dtype: torch.dtype,
+                  max_shard_bytes: int, progress: bool) -> list[str]:
+    """Stream the official tensors, renamed, then the CLIP tower's, into shards under `folder`; return the names."""
+    writer = ShardWriter(folder, max_shard_bytes)
     names = sorted(n for n in files if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES))
     if progress:
         from tqdm.auto import tqdm
@@ -265,40 +315,15 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
         tensor = handle.get_tensor(name)
         if name in ("model.embed_tokens.weight", "lm_head.weight"):
             tensor = _grow_rows(tensor, extra_rows)
-        writer.add(target_name(name), tensor.to(out_dtype))
+        writer.add(target_name(name), tensor.to(dtype))
     handles.clear()
-    if options["projector"] == "linear":  # transformers' projector has two layers: the second is the identity
-        identity = new_projector(config, out_dtype).linear_2
+    if config.projector_hidden_act == "linear":  # transformers' projector has two layers: the second is the identity
+        identity = new_projector(config, dtype).linear_2
         writer.add("model.multi_modal_projector.linear_2.weight", identity.weight.detach())
         writer.add("model.multi_modal_projector.linear_2.bias", identity.bias.detach())
-    with quiet_transformers():
-        tower = CLIPVisionModel.from_pretrained(vision, dtype=out_dtype)
     for name, tensor in tower.state_dict().items():
         writer.add("model.vision_tower." + name, tensor.detach())
-    del tower
-    written = writer.finish()
-    _check_complete(config, written)
-
-    config.save_pretrained(tmp)
-    generation = (GenerationConfig.from_pretrained(src) if (src / "generation_config.json").is_file()
-                  else GenerationConfig(bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id))
-    generation.pad_token_id = tokenizer.pad_token_id
-    generation.save_pretrained(tmp)
-    LlavaProcessor(
-        image_processor=image_processor_for(vision, vision_config, options["pad_to_square"]),
-        tokenizer=tokenizer,
-        patch_size=vision_config.patch_size,
-        vision_feature_select_strategy=options["vision_feature_select_strategy"],
-        num_additional_image_tokens=1,  # CLIP's CLS; the "default" strategy then drops it again
-        chat_template=MISTRAL_INSTRUCT_TEMPLATE,
-        image_token=IMAGE_TOKEN,
-    ).save_pretrained(tmp)
-    atomic_write_json(tmp / "conversion.json", {"source": str(src.resolve()), "vision": vision,
-                                                "source_model_type": raw["model_type"], **options})
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return writer.finish()
 
 
 def _check_complete(config, written: list[str]) -> None:
@@ -319,14 +344,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder for the Llava model and processor")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer folder or hub name (default: --src); must be Mistral-7B's vocabulary")
     parser.add_argument("--shard-gb", type=float, default=SHARD_BYTES / 2**30, help="output shard size in GB")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         out = convert_official(args.src, args.vision, args.out, args.dtype, args.overwrite,
-                               int(args.shard_gb * 2**30))
-    except (ConversionError, FileNotFoundError, FileExistsError) as e:
+                               int(args.shard_gb * 2**30), tokenizer=args.tokenizer)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # ConversionError is a ValueError
         print(f"llavamed-lite convert-official: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"out": str(out)}))

@@ -32,6 +32,11 @@ def example_images(world_dir: str | Path | None = None, n_world: int = 4) -> lis
     return [str(p) for p in paths if p.is_file()]
 
 
+def _caption(path: str) -> str:
+    path = Path(path)
+    return path.parent.name if path.name == "source.jpg" else path.stem  # SLAKE names every image source.jpg
+
+
 def _describe(image: Image.Image, name: str) -> str:
     return f"Image **{name}** ({image.width} x {image.height}) loaded. Ask a question about it."
 
@@ -86,11 +91,11 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
         image_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.File(label="Upload an image (PNG, JPEG or DICOM)", file_types=["image", ".dcm"], type="filepath", elem_id="upload")
+                upload = gr.File(label="Upload an image (PNG, JPEG or DICOM)", file_types=["image", ".dcm"],
+                                 type="filepath", elem_id="upload")
                 preview = gr.Image(label="Image", type="pil", interactive=False, height=260, elem_id="preview")
-                gallery = gr.Gallery(value=[(p, Path(p).parent.name if Path(p).name == "source.jpg" else Path(p).stem)
-                                            for p in examples],
-                                     label="Examples (click one)", columns=4, height=220, allow_preview=False, buttons=[], fit_columns=False,
+                gallery = gr.Gallery(value=[(p, _caption(p)) for p in examples], label="Examples (click one)",
+                                     columns=4, height=220, allow_preview=False, buttons=[], fit_columns=False,
                                      elem_id="examples")
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="chatbot")
@@ -108,7 +113,7 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
         upload.change(use_image, inputs=upload, outputs=chosen)
         gallery.select(pick_example, inputs=None, outputs=chosen)
         ask = dict(fn=respond, inputs=[image_state, chatbot, question, temperature, max_new_tokens],
-                   outputs=[chatbot, question, status])
+                   outputs=[chatbot, question, status], concurrency_id="generate", concurrency_limit=1)
         send.click(**ask)
         question.submit(**ask)
         clear.click(lambda: ([], "Conversation cleared."), inputs=None, outputs=[chatbot, status])
