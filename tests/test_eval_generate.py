@@ -8,8 +8,8 @@ from PIL import Image
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.data.formats import ANSWER_FIELDS
 from llavamed_lite.eval.evaluate import score_answers
-from llavamed_lite.eval.generate import answer_batch, answered_ids, chat_prompt, generate_answers
-from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, write_llava_vqa
+from llavamed_lite.eval.generate import answer_batch, answered, chat_prompt, generate_answers
+from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, with_closed_suffix, write_llava_vqa
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,10 @@ def test_answer_file_and_resume(tiny_llava, items, tmp_path):
     assert again == answers  # nothing left to do
     with pytest.raises(ValueError, match=r"answers.jsonl: line 1 was written by model 'tiny', not 'other'"):
         generate_answers(model, processor, items, path, "other", progress=False)
-    assert len(answered_ids(path)) == 5
+    assert len(answered(path)) == 5
+    suffixed = with_closed_suffix(items)
+    with pytest.raises(ValueError, match=r"question vqa-rad-test-11 was answered with another prompt"):
+        generate_answers(model, processor, suffixed, path, "tiny", progress=False)
 
 
 def test_generation_refuses_bad_input(tiny_llava, items, tmp_path):
@@ -63,7 +66,7 @@ def test_generation_refuses_bad_input(tiny_llava, items, tmp_path):
         generate_answers(model, processor, [bad], tmp_path / "a.jsonl", "m", progress=False)
     (tmp_path / "junk.jsonl").write_text('{"text": "no id"}\n')
     with pytest.raises(ValueError, match="junk.jsonl: line 1 is not an answer record"):
-        answered_ids(tmp_path / "junk.jsonl")
+        answered(tmp_path / "junk.jsonl")
 
 
 def test_score_answers_needs_every_question(items):

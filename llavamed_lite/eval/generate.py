@@ -48,21 +48,21 @@ def answer_batch(model, processor, items: list[VQAItem], max_new_tokens: int = 6
     return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
-def answered_ids(path: str | Path, model_id: str | None = None) -> set[str]:
-    """question_ids already in an answer file (a line cut short by a crash does not count). With model_id, refuse a
-    file that another model wrote, so answers of two models never mix."""
+def answered(path: str | Path, model_id: str | None = None) -> dict[str, str]:
+    """question_id -> prompt of the answers already in an answer file (a line cut short by a crash does not count).
+    With model_id, refuse a file that another model wrote, so answers of two models never mix."""
     path = Path(path)
     if not path.exists():
-        return set()
-    ids = set()
+        return {}
+    done = {}
     for i, row in enumerate(iter_jsonl(path), 1):
         if not isinstance(row, dict) or "question_id" not in row:
             raise ValueError(f"{path}: line {i} is not an answer record (no question_id)")
         if model_id is not None and row.get("model_id") != model_id:
             raise ValueError(f"{path}: line {i} was written by model {row.get('model_id')!r}, not {model_id!r}; "
                              "use another output file")
-        ids.add(str(row["question_id"]))
-    return ids
+        done[str(row["question_id"])] = row.get("prompt")
+    return done
 
 
 def answer_id(model_id: str, question_id: str) -> str:
@@ -79,7 +79,11 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
     ids = [str(it.question_id) for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("question_ids are not unique: answers could not be matched to questions")
-    done = answered_ids(out_path, model_id)
+    done = answered(out_path, model_id)
+    for it in items:  # e.g. a rerun with the closed suffix switched on: the old answers are to other prompts
+        if str(it.question_id) in done and done[str(it.question_id)] != it.question:
+            raise ValueError(f"{out_path}: question {it.question_id} was answered with another prompt "
+                             f"({done[str(it.question_id)]!r}); use another output file")
     todo = [it for it in items if str(it.question_id) not in done]
     model.eval()
     with tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress) as bar:
