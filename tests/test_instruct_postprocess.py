@@ -127,3 +127,12 @@ def test_hostile_text_does_not_break_the_parser():
     assert cleaned.reject is not None or all(t for _, t in cleaned.turns)
     huge = "User: " + "why " * 100_000 + "\n\nAssistant: " + "because " * 100_000
     assert clean_response(huge).reject is None
+
+
+def test_a_response_cut_off_at_max_tokens_loses_its_last_exchange():
+    text = "User: Is it a CT?\n\nAssistant: Yes.\n\nUser: Where is the lesion?\n\nAssistant: It is in the liv"
+    cleaned = clean_response(text, truncated=True)
+    assert cleaned.turns == [("human", "Is it a CT?"), ("gpt", "Yes.")] and cleaned.dropped == {"truncated": 1}
+    cut_in_question = "User: Is it a CT?\n\nAssistant: Yes.\n\nUser: Where is"
+    assert clean_response(cut_in_question, truncated=True).dropped == {"unanswered_question": 1}
+    assert clean_response("User: Is it a CT?\n\nAssistant: Ye", truncated=True).reject == "all_turns_dropped"

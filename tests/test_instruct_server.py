@@ -273,3 +273,13 @@ def test_no_new_request_starts_once_spending_reaches_max_cost(api_key):
                                          ResponseCache(), concurrency=1, max_cost=2.0, price=(1e4, 1e4), progress=False))
     assert len(server.requests) == 2 and stats.done == 2
     assert stats.failures == {"budget_exhausted": 3} and stats.cost_usd == pytest.approx(2.4)
+
+
+def test_a_truncated_answer_loses_its_last_exchange(api_key):
+    text = "User: Is it a CT?\n\nAssistant: Yes.\n\nUser: Where?\n\nAssistant: In the li"
+    body = {"choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 1024}}
+    with LocalChatServer(lambda b, n: Reply(body=body)) as server:
+        result = run(server, [caption(0)])
+    assert [t["value"] for t in result.records[0]["conversations"]][1:] == ["Yes."]
+    assert result.dropped == {"truncated": 1}

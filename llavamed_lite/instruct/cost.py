@@ -57,7 +57,8 @@ class CostEstimate:
     def __str__(self) -> str:
         cost = "unknown (no price for this model: pass --price IN,OUT per million tokens)" if self.usd is None \
             else f"at most ${self.usd:,.2f}"
-        return (f"{self.n_requests} requests to {self.model}: ~{self.input_tokens:,} input tokens, "
+        plural = "" if self.n_requests == 1 else "s"
+        return (f"{self.n_requests} request{plural} to {self.model}: ~{self.input_tokens:,} input tokens, "
                 f"<= {self.output_tokens:,} output tokens, {cost}")
 
 

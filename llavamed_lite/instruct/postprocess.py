@@ -76,10 +76,10 @@ def leak_reason(text: str) -> str | None:
     return None
 
 
-def clean_response(text: str | None) -> Cleaned:
+def clean_response(text: str | None, truncated: bool = False) -> Cleaned:
     """Split, strip lead-ins, drop leaky exchanges, validate: at least one question-answer pair, alternating,
     human first. Rejections: empty_response, no_turns, not_human_first, not_alternating, empty_turn,
-    all_turns_dropped."""
+    all_turns_dropped. `truncated` (the model stopped at max_tokens) drops the last, cut-off exchange."""
     out = Cleaned()
     if not text or not text.strip():
         out.reject = "empty_response"
@@ -94,7 +94,11 @@ def clean_response(text: str | None) -> Cleaned:
     if any(a[0] == b[0] for a, b in zip(turns, turns[1:])):
         out.reject = "not_alternating"
         return out
-    if len(turns) % 2:  # a last question without an answer
+    if truncated and len(turns) % 2 == 0:  # the last answer was cut off mid-sentence
+        out.removed.append({"question": turns[-2][1], "answer": turns[-1][1], "reason": "truncated"})
+        turns = turns[:-2]
+        out.dropped["truncated"] += 1
+    if len(turns) % 2:  # a last question without an answer (or a question cut off)
         out.removed.append({"question": turns[-1][1], "answer": None, "reason": "unanswered_question"})
         turns = turns[:-1]
         out.dropped["unanswered_question"] += 1

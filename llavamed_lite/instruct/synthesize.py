@@ -99,7 +99,7 @@ async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with
         if entry is None:  # the request failed: its reason (http_400, timeout, malformed_response, ...)
             result.rejected[stats.failed_keys.get(r.key, "request_failed")] += 1
             continue
-        cleaned = clean_response(entry["response"])
+        cleaned = clean_response(entry["response"], truncated=entry.get("finish_reason") == "length")
         result.dropped.update(cleaned.dropped)
         result.stripped_lead_ins += cleaned.stripped_lead_ins
         if cleaned.reject:
