@@ -115,3 +115,25 @@ def test_cli_offline_end_to_end(tmp_path, capsys):
     again = tmp_path / "again.json"
     main(["synthesize", "--captions", str(world["captions_train"]), "--out", str(again), "--seed", "3", "--no-progress"])
     assert again.read_text() == out.read_text()  # deterministic per seed
+
+
+def test_bad_caption_records_are_refused_with_the_record_named(captions):
+    from llavamed_lite.data.formats import RecordError
+
+    offline = make_backend("offline")
+    with pytest.raises(RecordError, match=r"caption record 1: pair_id 'tw-train-00000' repeats record 0"):
+        synthesize([captions[0], dict(captions[0])], offline, progress=False)
+    with pytest.raises(RecordError, match=r"caption record 0: missing field 'fig_caption'"):
+        synthesize([{k: v for k, v in captions[0].items() if k != "fig_caption"}], offline, progress=False)
+    with pytest.raises(ValueError, match="unknown backend 'gpt'"):
+        make_backend("gpt")
+
+
+def test_synthesize_works_inside_a_running_event_loop(captions):
+    """Jupyter runs cells inside an event loop; synthesize then runs its own loop in a thread."""
+    import asyncio
+
+    async def notebook_cell():
+        return synthesize(captions[:3], make_backend("offline"), progress=False)
+
+    assert len(asyncio.run(notebook_cell()).records) == 3
