@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'none' (caption vocabulary only), 'auto' (the config's vision tower), or a CLIP path/name")
     parser.add_argument("--keep-other", action="store_true", help="keep figures outside the five domains")
     parser.add_argument("--min-caption-words", type=int, default=5)
+    parser.add_argument("--restart", action="store_true",
+                        help="curate every package again (after changing filters or classifier); downloads are kept")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -108,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     filters = FilterConfig(keep_other=args.keep_other, min_caption_words=args.min_caption_words)
     curator = Curator(args.run_dir, filters, image_classifier_for(args.image_classifier, cfg), seed=cfg.seed)
-    result = curator.run(sources, max_articles=max_articles, progress=not args.no_progress)
+    result = curator.run(sources, max_articles=max_articles, progress=not args.no_progress, restart=args.restart)
     print(json.dumps(result.report, indent=2))
     print(f"curate: outputs in {result.data_dir}")
     return 0
