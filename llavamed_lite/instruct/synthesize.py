@@ -80,6 +80,8 @@ async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with
                            requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                            max_cost: float | None = None, prices: dict | None = None,
                            retry: RetryPolicy | None = None, progress: bool = True) -> SynthesisResult:
+    """Estimate the cost (refuse above max_cost), send what the cache lacks, post-process every answer.
+    `cache`: a JSONL path (answers survive the process), a ResponseCache, or None (in memory)."""
     requests = build_requests(captions, backend, with_mentions)
     cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
     pending = list({r.key: r for r in requests if r.key not in cache}.values())
@@ -106,7 +108,7 @@ async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with
             result.rejected[cleaned.reject] += 1
             continue
         result.records.append(instruct_record(r.record, cleaned.turns, seed))
-    log.info("wrote %d instruct records; rejected %s; dropped exchanges %s", len(result.records),
+    log.info("kept %d instruct records; rejected %s; dropped exchanges %s", len(result.records),
              dict(result.rejected), dict(result.dropped))
     return result
 
