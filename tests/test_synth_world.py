@@ -175,3 +175,12 @@ def test_build_bad_arguments(tmp_path, kwargs, match):
     args = {"n_train": 2, "n_heldout": 1, **kwargs}
     with pytest.raises(ValueError, match=match):
         build_tiny_world(tmp_path, **args)
+
+
+def test_a_figure_says_the_same_at_every_size():
+    from llavamed_lite.synth.world import figure
+
+    small, image64, questions64 = figure("train", 7, 0, 64)
+    large, image256, questions256 = figure("train", 7, 0, 256)
+    assert small == large and questions64 == questions256
+    assert image64.size == (64, 64) and image256.size == (256, 256)

@@ -8,8 +8,9 @@
       vqa_heldout.json
       world.json                   the arguments it was built with (written last: its presence means "complete")
 
-Figure i of a split is drawn from its own random stream (seed, split, i), so the first N figures are the same
-whatever n_train is, and the same seed gives identical bytes. The splits share no image and no question record.
+Figure i of a split comes from its own random streams (seed, split, i; one for findings and text, one for
+drawing), so the first N figures are the same whatever n_train is, the same seed gives identical bytes, and the
+same figure at another image_size has the same findings, caption and questions. The splits share no image and no question record.
 Figures cycle through the five domains, so any prefix is balanced. Three figures make one synthetic "article"
 (same pmid, figure numbers 1-3).
 """
@@ -29,7 +30,7 @@ from .text import caption, fig_label, mentions
 
 SPLITS = ("train", "heldout")
 FIGURES_PER_ARTICLE = 3
-WORLD_VERSION = 1  # bump when the drawing or the text changes, so cached worlds are rebuilt
+WORLD_VERSION = 2  # bump when the drawing or the text changes, so cached worlds are rebuilt
 
 
 def check_count(name: str, value: Any) -> int:
@@ -49,10 +50,10 @@ def world_paths(out_dir: str | Path) -> dict[str, Path]:
 
 def figure(split: str, index: int, seed: int, image_size: int) -> tuple[dict, Any, list[dict]]:
     """Figure `index` of `split`: (caption record, PIL image, VQA records). Deterministic."""
-    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    rng = np.random.default_rng([seed, SPLITS.index(split), index, 0])  # findings, text, questions
     domain = DOMAINS[index % len(DOMAINS)]
     findings = sample_findings(domain, rng)
-    image = render(findings, image_size, rng)
+    image = render(findings, image_size, np.random.default_rng([seed, SPLITS.index(split), index, 1]))
     pair_id = f"tw-{split}-{index:05d}"
     article, number = divmod(index, FIGURES_PER_ARTICLE)
     label = fig_label(number + 1, rng)
