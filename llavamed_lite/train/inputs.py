@@ -21,7 +21,7 @@ def ensure_world(cfg, run_dir: str | Path) -> dict[str, Path]:
     from ..synth.world import build_tiny_world
 
     return build_tiny_world(stage_dir(run_dir, "data"), cfg.data.n_train_figures, cfg.data.n_heldout_figures,
-                            cfg.data.image_size, cfg.seed, progress=True)
+                            cfg.data.image_size, cfg.seed)
 
 
 def ensure_alignment(cfg, run_dir: str | Path) -> tuple[Path, Path]:
@@ -40,7 +40,7 @@ def ensure_alignment(cfg, run_dir: str | Path) -> tuple[Path, Path]:
 def ensure_instruct(cfg, run_dir: str | Path) -> tuple[Path, Path]:
     from ..instruct import synthesize_tiny_instruct
 
-    path = Path(synthesize_tiny_instruct(run_dir, cfg, progress=True))
+    path = Path(synthesize_tiny_instruct(run_dir, cfg))
     return path, ensure_world(cfg, run_dir)["root"]
 
 

@@ -32,8 +32,8 @@ def generate_from_ids(model, processor, prompts: list[list[int]], images: list, 
     return [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
 
 
-def generate_captions(model, processor, image_paths: list[str | Path], batch_size: int = 32,
-                      max_new_tokens: int = 48) -> list[str]:
+def generate_captions(model, processor, image_paths: list[str | Path], batch_size: int = 64,
+                      max_new_tokens: int = 40) -> list[str]:
     """Captions in stage 1's plain format: the image, then whatever the model writes."""
     prompt = prompt_ids(IMAGE_TOKEN, processor.tokenizer, "plain", image_seq_length(processor))
     captions = []
