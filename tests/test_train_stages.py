@@ -258,3 +258,15 @@ def test_stage2_on_a_fresh_run_dir_builds_its_inputs_and_stage1(tiny_towers, tmp
     vqa = train_stage(tiny_cfg(tiny_towers, **{"data.n_train_figures": 10, "data.n_heldout_figures": 2,
                                                "data.image_size": 64}), "vqa", tmp_path, progress=False)
     assert vqa.steps == 3 and (tmp_path / "vqa" / "model" / "config.json").exists()
+
+
+def test_length_grouped_sampling(tiny_llava, tiny_train_data, tiny_towers, tmp_path):
+    folder, _, chats = tiny_train_data
+    model, processor = tiny_llava
+    cfg = tiny_cfg(tiny_towers, **{"stage2.group_by_length": True})
+    dataset = ConversationDataset(json.loads(chats.read_text()), processor, "mistral_instruct", 128, folder)
+    trainer = LlavaTrainer(model=model, args=training_arguments(cfg.stage2, cfg, tmp_path, False), train_dataset=dataset,
+                           data_collator=LlavaCollator(processor))
+    assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 and batch["pixel_values"].shape[0] == 4
