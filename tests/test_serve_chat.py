@@ -165,3 +165,32 @@ def test_cli_reports_a_missing_model(tmp_path, capsys):
 
     assert main(["chat", "--model", str(tmp_path / "nothing")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def _handler(app, name):
+    return next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == name)
+
+
+def test_ui_handlers_stream_and_report_bad_input(tiny_llava, tmp_path):
+    """The app's event handlers without a browser: answers arrive as several updates; bad input becomes a status."""
+    from llavamed_lite.serve.app import build_app
+
+    app = build_app(model=tiny_llava[0], processor=tiny_llava[1], examples=[str(XRAY)])
+    use_image, respond = _handler(app, "use_image"), _handler(app, "respond")
+
+    image, preview, history, status = use_image(str(XRAY))
+    assert image.mode == "RGB" and history == [] and "loaded" in status
+    updates = list(respond(image, [], "Is there a nodule?", 0.0, 8))
+    assert len(updates) >= 2 and updates[-2][2] == "Answering..."
+    history, question_box, status = updates[-1]
+    assert status.startswith("Done") and question_box == ""
+    assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"]
+    follow_up = list(respond(image, history, "And on the right?", 0.0, 4))[-1][0]
+    assert len(follow_up) == 4
+
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    assert use_image(str(text))[0] is None and "not a readable image" in use_image(str(text))[3]
+    assert list(respond(None, [], "Q", 0.0, 4))[-1][2].startswith("⚠️ No image")
+    history, question_box, status = list(respond(image, [], "   ", 0.0, 4))[-1]
+    assert history == [] and "Type a question" in status
