@@ -151,7 +151,8 @@ def test_build_app_and_cli_defaults(tiny_llava):
 
     model, processor = tiny_llava
     assert isinstance(build_app(model=model, processor=processor, examples=[str(XRAY)]), gr.Blocks)
-    assert any("xray" in p for p in example_images())
+    examples = example_images()
+    assert any("xray" in p for p in examples) and sum("tw-heldout-" in p for p in examples) == 4
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args(["--model", "m"])

@@ -6,6 +6,7 @@ instead of an exception, so a wrong file never takes the app down.
 """
 
 import logging
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -21,15 +22,33 @@ WELCOME = "Pick an example or upload an image, then ask a question about it."
 
 
 def example_images(world_dir: str | Path | None = None, n_world: int = 4) -> list[str]:
-    """A few held-out tiny-world figures (when `world_dir`, e.g. run_dir/data, holds them) and real images from
-    data_samples/: two NIH chest X-rays, two VQA-RAD and two SLAKE images."""
+    """A few held-out tiny-world figures and real images from data_samples/ (two NIH chest X-rays, two VQA-RAD and
+    two SLAKE images). The figures come from `world_dir` (run_dir/data) when it holds them, else are drawn afresh
+    (deterministic, milliseconds) into a temporary folder."""
     paths: list[Path] = []
     if world_dir is not None:
         paths += sorted((Path(world_dir) / "images").glob("tw-heldout-*.png"))[:n_world]
+    if not paths and n_world:
+        paths += _drawn_figures(n_world)
     paths += sorted((DATA_SAMPLES / "xray").glob("*.png"))[:2]
     paths += sorted((DATA_SAMPLES / "vqa_rad" / "data_RAD" / "images").glob("*.jpg"))[:2]
     paths += sorted((DATA_SAMPLES / "slake" / "Slake1.0" / "imgs").glob("*/source.jpg"))[:2]
     return [str(p) for p in paths if p.is_file()]
+
+
+def _drawn_figures(n: int, seed: int = 0, image_size: int = 64) -> list[Path]:
+    from ..synth.world import figure
+
+    folder = Path(tempfile.gettempdir()) / f"llavamed-lite-examples-{seed}-{image_size}"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        record, image, _ = figure("heldout", i, seed, image_size)
+        path = folder / f"{record['pair_id']}.png"
+        if not path.exists():
+            image.save(path)
+        paths.append(path)
+    return paths
 
 
 def _caption(path: str) -> str:

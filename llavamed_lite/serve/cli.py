@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -10,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--examples", default=None, metavar="WORLD_DIR",
-                        help="a tiny world's folder (run_dir/data): its held-out figures join the examples")
+                        help="a tiny world's folder whose held-out figures join the examples (default: run_dir/data "
+                             "when --model is run_dir/<stage>/model, else figures drawn afresh)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: float32 on CPU, "
                                                       "bfloat16 on GPU)")
@@ -28,7 +30,8 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"llavamed-lite chat: {e}", file=sys.stderr)
         return 2
-    app = build_app(model=model, processor=processor, examples=example_images(args.examples))
+    world = args.examples or Path(args.model).resolve().parent.parent / "data"
+    app = build_app(model=model, processor=processor, examples=example_images(world))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"llavamed-lite chat: serving on {args.host}: reachable from other machines", file=sys.stderr)
     launch(app, host=args.host, port=args.port, block=True)
