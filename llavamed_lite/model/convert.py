@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor, MistralConfig
-from transformers import MistralForCausalLM
+from transformers import (CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor,
+                          MistralConfig, MistralForCausalLM)
 
 from ..data.formats import IMAGE_TOKEN
 from ..io import atomic_write_json, read_json
