@@ -57,11 +57,19 @@ def domain_flags(domain: str) -> dict[str, bool]:
 # ---- zero-shot image classifier -------------------------------------------------------------------------------
 # Prompts in the words of captions (the tiny CLIP learned from captions; large CLIPs read them too).
 PROMPTS: dict[str, list[str]] = {
-    "chest_xray": ["Chest radiograph", "Frontal chest X-ray", "PA chest radiograph"],
-    "ct_scan": ["Axial CT of the abdomen", "Contrast-enhanced CT, axial slice", "Computed tomography scan"],
-    "mri": ["Axial T2-weighted MRI of the brain", "Axial T1-weighted MR image of the brain", "Brain MRI"],
-    "histology": ["H&E-stained section", "Photomicrograph of the tissue (H&E)", "Histological section"],
-    "gross": ["Gross photograph of the resected specimen", "Cut surface of the specimen", "Gross specimen"],
+    "chest_xray": ["Chest radiograph.", "Posteroanterior chest radiograph.", "Frontal chest X-ray.",
+                   "Chest X-ray (CXR).", "PA chest radiograph."],
+    "ct_scan": ["Axial contrast-enhanced CT of the abdomen.", "Axial non-contrast CT of the abdomen.",
+                "Unenhanced abdominal CT, axial slice.", "Contrast-enhanced CT (CECT), axial slice.",
+                "Computed tomography of the abdomen."],
+    "mri": ["Axial T2-weighted MRI of the brain.", "Axial T1-weighted MRI of the brain.",
+            "Brain MRI, axial T2-weighted sequence.", "T1-weighted magnetic resonance image (MRI), axial.",
+            "Axial T2W MR image of the brain."],
+    "histology": ["Photomicrograph of the tissue (H&E).", "Histological section, haematoxylin and eosin stain.",
+                  "H&E-stained section.", "Microscopic appearance of the lesion (H&E stain).", "Histological section."],
+    "gross": ["Gross photograph of the resected kidney.", "Cut surface of the liver specimen.",
+              "Gross specimen of the kidney.", "Macroscopic view of the resected liver.",
+              "Gross photograph of the resected specimen."],
 }
 OTHER_PROMPTS = ["a chart or a plot of data", "a diagram", "a flow chart", "a photograph of a plant",
                  "a western blot", "a map"]
