@@ -215,3 +215,16 @@ def test_cli_downloads_a_llava_med_image_manifest(tmp_path, capsys):
     assert report["counts"] == {"done: extracted": 2, "failed: not in the package": 1,
                                 "failed: package not downloaded": 1}
     assert json.loads((run / "data" / "pmc" / "report.json").read_text())["figures_kept"] == 2
+
+
+def test_same_file_names_in_two_folders_do_not_collide(tmp_path):
+    """Loose articles without a PMCID are named by file: two 'paper.xml' in two folders keep both figures."""
+    for folder, seed, cap in (("a", 1, CAPTIONS["xray"]), ("b", 2, CAPTIONS["ct"])):
+        d = tmp_path / "in" / folder
+        d.mkdir(parents=True)
+        xml = nxml("PMC1", [("f1", cap)]).replace(b'<article-id pub-id-type="pmc">1</article-id>', b"")
+        (d / "paper.xml").write_bytes(xml)
+        picture(seed).save(d / "f1.jpg")
+    result = Curator(tmp_path / "run").run(find_sources([tmp_path / "in"]), progress=False)
+    assert [r["pair_id"] for r in result.records] == ["paper_f1", "paper_f1-2"]
+    assert len(list((tmp_path / "run" / "data" / "pmc" / "images").iterdir())) == 2

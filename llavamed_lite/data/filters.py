@@ -73,6 +73,7 @@ class Deduplicator:
     pixels: set = field(default_factory=set)
     phashes: list = field(default_factory=list)
     captions: set = field(default_factory=set)
+    pair_ids: set = field(default_factory=set)
 
     def check(self, pixel_digest: str, perceptual: int, caption: str) -> str | None:
         """The duplicate reason, or None (then call add)."""
@@ -84,10 +85,21 @@ class Deduplicator:
             return "duplicate caption"
         return None
 
-    def add(self, pixel_digest: str, perceptual: int, caption: str) -> None:
+    def add(self, pixel_digest: str, perceptual: int, caption: str, pair_id: str | None = None) -> None:
         self.pixels.add(pixel_digest)
         self.phashes.append(perceptual)
         self.captions.add(caption_key(caption))
+        if pair_id is not None:
+            self.pair_ids.add(pair_id)
+
+    def unique_pair_id(self, pair_id: str) -> str:
+        """pair_id, or pair_id-2, -3, ... if a kept figure already has it (two articles without a PMCID and
+        with the same file name must not overwrite each other's image)."""
+        candidate, n = pair_id, 1
+        while candidate in self.pair_ids:
+            n += 1
+            candidate = f"{pair_id}-{n}"
+        return candidate
 
 
 def check_caption(caption: str, cfg: FilterConfig) -> str | None:

@@ -152,7 +152,8 @@ class Curator:
                 if reason:
                     entry["rejected"].append({**reject, "reason": reason})
                     continue
-                dedup.add(digest, perceptual, fig.caption)
+                pair_id = dedup.unique_pair_id(pair_id)
+                dedup.add(digest, perceptual, fig.caption, pair_id)
                 _save_jpeg(image, self.images / f"{pair_id}.jpg")
                 entry["kept"].append({
                     "record": {"pair_id": pair_id, "pmid": article.pmid or "", "fig_id": fig.fig_id,
@@ -182,7 +183,7 @@ class Curator:
         dedup = Deduplicator(self.filters.near_duplicate_bits)
         for entry in entries.values():
             for k in entry["kept"]:
-                dedup.add(k["pixel_hash"], int(k["phash"], 16), k["record"]["fig_caption"])
+                dedup.add(k["pixel_hash"], int(k["phash"], 16), k["record"]["fig_caption"], k["record"]["pair_id"])
         sources = sources[:max_articles] if max_articles is not None else sources
         todo = [s for s in sources if s.name not in entries]
         bar = tqdm(todo, desc="curate", unit="pkg", disable=not progress)
