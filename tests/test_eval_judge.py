@@ -145,3 +145,23 @@ def test_without_a_key_the_judge_says_so(monkeypatch, questions):
     assert judge_status(base_url="http://127.0.0.1:1/v1") is None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert judge_status() is None
+
+
+def test_run_judge_without_a_key_shows_the_prompt_and_sends_nothing(monkeypatch, questions, capsys):
+    from llavamed_lite.eval.judge import run_judge
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
+    answers = [{"question_id": q["question_id"], "text": "a model answer"} for q in questions]
+    assert run_judge(questions, answers) is None
+    out = capsys.readouterr().out
+    assert "No judge available" in out and questions[0]["gpt4_answer"] in out and "a model answer" in out
+
+
+def test_run_judge_with_a_local_server(questions, tmp_path):
+    from llavamed_lite.eval.judge import run_judge
+
+    answers = [{"question_id": q["question_id"], "text": "a model answer"} for q in questions[:3]]
+    with LocalChatServer(lambda body, n: Reply("9 6")) as server:
+        result = run_judge(questions[:3], answers, model="local", base_url=server.base_url, progress=False)
+    assert result.scores["overall"]["relative_score"] == pytest.approx(100 * 6 / 9)

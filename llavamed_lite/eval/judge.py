@@ -225,3 +225,20 @@ def judge(questions: list[dict], answers: Iterable[dict], backend, **kwargs) -> 
         return asyncio.run(judge_async(questions, answers, backend, **kwargs))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, judge_async(questions, answers, backend, **kwargs)).result()
+
+
+def run_judge(questions: list[dict], answers: list[dict], model: str = "gpt-4o", base_url: str | None = None,
+              **kwargs) -> JudgeResult | None:
+    """The judge through an OpenAI-compatible endpoint (key from the environment). Without a key or a base_url it
+    prints why and the prompt it would send for the first question, sends nothing and returns None."""
+    reason = judge_status(base_url)
+    if reason is not None:
+        by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
+        first = questions[0] if questions else None
+        print(reason)
+        if first is not None:
+            print("\n" + preview_prompt(first, by_id.get(str(first["question_id"]), "")))
+        return None
+    from ..instruct.synthesize import make_backend
+
+    return judge(questions, answers, make_backend("openai", model=model, base_url=base_url), **kwargs)
