@@ -40,19 +40,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def image_classifier_for(spec: str, cfg):
-    """The classifier a --image-classifier value names, or None."""
+    """The classifier a --image-classifier value names, or None. Tiny scale: the stage-0 CLIP, prompted with
+    captions from the tiny world's own generator (the only language it knows); other scales: a real CLIP,
+    prompted in the words of real captions, with "other" prompts (charts, diagrams, blots)."""
     from .domains import OTHER_PROMPTS, ImageDomainClassifier
 
     if spec == "none":
         return None
     model = cfg.model.vision if spec == "auto" else spec
-    local = Path(model).exists()
-    if spec == "auto" and cfg.scale == "tiny" and not local:
-        print(f"curate: no tiny CLIP at {model}; classifying by caption only", file=sys.stderr)
-        return None
-    # a hub CLIP knows what a chart is; the tiny one only knows the five domains
-    return ImageDomainClassifier(model, other_prompts=None if cfg.scale == "tiny" else OTHER_PROMPTS,
-                                 device="cuda" if cfg.device == "cuda" else "cpu")
+    device = "cuda" if cfg.device == "cuda" else "cpu"
+    if cfg.scale == "tiny":
+        if not Path(model).exists():
+            print(f"curate: no tiny CLIP at {model}; classifying by caption only", file=sys.stderr)
+            return None
+        from ..synth.towers import domain_prompts
+
+        return ImageDomainClassifier(model, prompts=domain_prompts(seed=cfg.seed), device=device)
+    return ImageDomainClassifier(model, other_prompts=OTHER_PROMPTS, device=device)
 
 
 def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:

@@ -55,7 +55,8 @@ def domain_flags(domain: str) -> dict[str, bool]:
 
 
 # ---- zero-shot image classifier -------------------------------------------------------------------------------
-# Prompts in the words of captions (the tiny CLIP learned from captions; large CLIPs read them too).
+# Prompts in the words of real captions, for real CLIPs. (The tiny CLIP is prompted with captions from the tiny
+# world's own generator instead: see curate.image_classifier_for.)
 PROMPTS: dict[str, list[str]] = {
     "chest_xray": ["Chest radiograph.", "Posteroanterior chest radiograph.", "Frontal chest X-ray.",
                    "Chest X-ray (CXR).", "PA chest radiograph."],
@@ -76,10 +77,11 @@ OTHER_PROMPTS = ["a chart or a plot of data", "a diagram", "a flow chart", "a ph
 
 
 class ImageDomainClassifier:
-    """Zero-shot CLIP: the image goes to the domain whose prompts' mean text embedding is nearest. With
+    """Zero-shot CLIP. Every prompt is a class of CLIP's softmax; a domain's probability is the sum over its
+    prompts (so a domain described by many varied prompts is a mixture, not one averaged point). With
     `other_prompts` (large CLIPs), "other" is a class of its own; `min_prob` turns unsure answers into "other".
 
-    Tiny scale: the stage-0 CLIP (data_samples/tiny-foundation/clip) with the tokenizer of the tiny LM beside it;
+    Tiny scale: the stage-0 CLIP (data_samples/tiny-foundation/clip, its tokenizer beside it or in the sibling lm/);
     larger scales: any CLIP checkpoint name (e.g. the model's vision tower, openai/clip-vit-large-patch14-336).
     """
 
@@ -98,23 +100,27 @@ class ImageDomainClassifier:
             prompts[OTHER] = list(other_prompts)
         self.labels = list(prompts)
         with torch.no_grad():
-            embeds = []
-            for label in self.labels:
-                e = torch.cat([self._embed_text(t) for t in prompts[label]])  # (n_prompts, projection_dim)
-                e = e / e.norm(dim=-1, keepdim=True)
-                embeds.append(e.mean(0))
-            text = torch.stack(embeds)  # (n_labels, projection_dim)
-            self.text = text / text.norm(dim=-1, keepdim=True)
+            text = self._embed_texts([t for label in self.labels for t in prompts[label]])
+            self.text = text / text.norm(dim=-1, keepdim=True)  # (n_prompts, projection_dim)
+        owner = torch.tensor([k for k, label in enumerate(self.labels) for _ in prompts[label]])
+        self.prompt_to_label = torch.nn.functional.one_hot(owner, len(self.labels)).float()  # (n_prompts, n_labels)
 
-    def _embed_text(self, prompt: str) -> "torch.Tensor":
-        """One prompt at a time (no padding needed), ending in the end-of-text token CLIP pools at."""
-        ids = self.tokenizer(prompt)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        if eos is not None and (not ids or ids[-1] != eos):
-            ids = ids + [eos]
-        input_ids = self.torch.tensor([ids], device=self.device)  # (1, seq)
-        e = self.model.get_text_features(input_ids=input_ids)
-        return getattr(e, "pooler_output", e)  # (1, projection_dim)
+    def _embed_texts(self, prompts: list[str], batch_size: int = 64) -> "torch.Tensor":
+        """Prompts ending in the end-of-text token CLIP pools at, right-padded with an attention mask."""
+        torch, tok = self.torch, self.tokenizer
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        rows = [ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
+                for ids in tok(prompts)["input_ids"]]
+        out = []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            width = max(len(r) for r in chunk)
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk], device=self.device)  # (b, width)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=self.device)
+            e = self.model.get_text_features(input_ids=ids, attention_mask=mask)
+            out.append(getattr(e, "pooler_output", e))  # (b, projection_dim)
+        return torch.cat(out)
 
     def probabilities(self, images: list) -> "torch.Tensor":
         """(n_images, n_labels) softmax over labels, in the order of `self.labels`."""
@@ -124,8 +130,8 @@ class ImageDomainClassifier:
             e = self.model.get_image_features(pixel_values=pixels.to(self.device))
             e = getattr(e, "pooler_output", e)
             e = e / e.norm(dim=-1, keepdim=True)  # (n_images, projection_dim)
-            logits = self.model.logit_scale.exp() * e @ self.text.T
-            return logits.softmax(-1).cpu()
+            logits = self.model.logit_scale.exp() * e @ self.text.T  # (n_images, n_prompts)
+            return (logits.softmax(-1) @ self.prompt_to_label).cpu()
 
     def classify(self, images: list, batch_size: int = 32) -> list[str]:
         out = []
