@@ -109,3 +109,10 @@ def test_evaluate_command_reports_bad_input(tiny_llava_dir, tmp_path, capsys):
     assert cli_main(["evaluate", "--benchmark", "vqa-rad", "--model", str(tmp_path / "none"), "--out",
                      str(tmp_path)]) == 2
     assert "not a saved model folder" in capsys.readouterr().err
+
+
+def test_evaluate_names_the_model_by_its_folder_and_parent(tiny_llava_dir, tmp_path):
+    from llavamed_lite.eval.evaluate import evaluate
+
+    scores = evaluate(tiny_llava_dir, "vqa-rad", tmp_path, limit=1, max_new_tokens=1, device="cpu", progress=False)
+    assert scores["model_id"] == f"{tiny_llava_dir.parent.name}/{tiny_llava_dir.name}"

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--closed-suffix", action="store_true",
                         help="append LLaVA-Med's ' Please choose from the following two options: [yes, no]' "
                              "to CLOSED questions")
-    parser.add_argument("--model-id", default=None, help="model_id in the answer file (default: the model folder's name)")
+    parser.add_argument("--model-id", default=None, help="model_id in the answer file (default: the model folder's last two path parts)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
 

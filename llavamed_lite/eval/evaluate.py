@@ -41,7 +41,7 @@ def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: 
     if limit is not None:
         items = items[:limit]
     model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
-    model_id = model_id or Path(model_dir).resolve().name
+    model_id = model_id or "/".join(Path(model_dir).resolve().parts[-2:])  # e.g. "stage2/model": stages share "model"
     out_dir = Path(out_dir)
     answers = generate_answers(model, processor, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
                                progress)
