@@ -80,12 +80,18 @@ def test_lm_corpus_uses_only_the_records_it_is_given(small_world, tmp_path):
     assert any(d.startswith("[INST] ") and " [/INST] " in d for d in a)
 
 
+@pytest.mark.slow
 def test_pretrain_tiny_command_writes_loadable_towers(small_world, tmp_path):
     from llavamed_lite.cli import main
 
     out = tmp_path / "foundation"
-    rc = main(["pretrain-tiny", "--out", str(out), "--world", str(small_world["root"]), "--set", "data.n_train_figures=20",
-               "--set", "data.n_heldout_figures=10", "--seed", "5", "--clip-steps", "3", "--lm-steps", "3"])
+    threads = torch.get_num_threads()  # --threads 1 changes a process-wide setting: restore it for later tests
+    try:
+        rc = main(["pretrain-tiny", "--out", str(out), "--world", str(small_world["root"]), "--seed", "5",
+                   "--set", "data.n_train_figures=20", "--set", "data.n_heldout_figures=10",
+                   "--clip-steps", "3", "--lm-steps", "3", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("clip_zero_shot_domain_accuracy", "clip_finding_retrieval_accuracy", "lm_heldout_perplexity",
@@ -103,3 +109,11 @@ def test_counterfactual_changes_the_findings(domain):
         f = sample_findings(domain, seed)
         other = towers.counterfactual(f, seed)
         assert other != f and other["domain"] == domain
+
+
+def test_bad_training_settings_are_refused():
+    tok = train_tokenizer(["a nodule in the left lung"] * 20, vocab_size=300)
+    with pytest.raises(ValueError, match="training steps must be a positive integer, got -5"):
+        towers.train_lm(torch.zeros((2, 8), dtype=torch.long), tok, towers.LMSettings(steps=-5))
+    with pytest.raises(ValueError, match="training steps must be a positive integer, got 0"):
+        towers.train_clip(torch.zeros((2, 3, 64, 64)), ["a", "b"], tok, towers.ClipSettings(steps=0))

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="folder for clip/, lm/, curves and metrics")
-    parser.add_argument("--world", default=None, help="tiny-world folder (built or reused; default OUT/world)")
+    parser.add_argument("--run-dir", default="runs/tiny", help="the tiny world is built (or reused) in RUN_DIR/data")
+    parser.add_argument("--world", default=None, help="tiny-world folder to use instead of RUN_DIR/data")
     parser.add_argument("--clip-steps", type=int, default=None, help="CLIP training steps (default 500)")
     parser.add_argument("--lm-steps", type=int, default=None, help="LM training steps (default 300)")
     parser.add_argument("--vocab-size", type=int, default=512)
@@ -30,6 +31,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli import config_from_args
+    from ..runs import stage_dir
     from .foundation import pretrain_tiny
     from .towers import ClipSettings, LMSettings
     from .world import build_tiny_world
@@ -38,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    world = build_tiny_world(args.world or out / "world", cfg.data.n_train_figures, cfg.data.n_heldout_figures,
+    world = build_tiny_world(args.world or stage_dir(args.run_dir, "data"), cfg.data.n_train_figures, cfg.data.n_heldout_figures,
                              cfg.data.image_size, cfg.seed, progress=True)
     clip = ClipSettings(image_size=cfg.data.image_size)
     lm = LMSettings()

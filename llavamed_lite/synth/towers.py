@@ -96,6 +96,8 @@ def clip_text_inputs(tokenizer, texts: list[str], max_length: int) -> dict:
 
 
 def _schedule(model, lr, warmup, steps):
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"training steps must be a positive integer, got {steps!r}")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
     return opt, get_cosine_schedule_with_warmup(opt, warmup, steps)
 
