@@ -228,3 +228,17 @@ def test_same_file_names_in_two_folders_do_not_collide(tmp_path):
     result = Curator(tmp_path / "run").run(find_sources([tmp_path / "in"]), progress=False)
     assert [r["pair_id"] for r in result.records] == ["paper_f1", "paper_f1-2"]
     assert len(list((tmp_path / "run" / "data" / "pmc" / "images").iterdir())) == 2
+
+
+def test_ledger_cut_mid_line_resumes_that_package(packages, tmp_path):
+    """A process killed while writing the ledger leaves half a line: that package is simply done again."""
+    sources = find_sources([packages])
+    reference = Curator(tmp_path / "ref").run(sources, progress=False)
+    run = tmp_path / "run"
+    Curator(run).run(sources[:2], progress=False)
+    ledger = run / "data" / "pmc" / "curation_ledger.jsonl"
+    lines = ledger.read_text().splitlines(keepends=True)
+    ledger.write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    resumed = Curator(run).run(sources, progress=False)
+    assert resumed.records == reference.records and resumed.report == reference.report
+    assert len(ledger.read_text().splitlines()) == len(sources)
