@@ -30,21 +30,33 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
+def default_model_id(model_dir: str | Path) -> str:
+    return "/".join(Path(model_dir).resolve().parts[-2:])  # e.g. "stage2/model": stages all save to "model"
+
+
+def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path, model_id: str | None = None,
+                 batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "float32",
+                 progress: bool = True) -> list[dict]:
+    """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an answer file,
+    resuming it; return all its answer records."""
+    from ..model.compose import load_llava
+
+    model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
+    return generate_answers(model, processor, items, out_path, model_id or default_model_id(model_dir), batch_size,
+                            max_new_tokens, progress)
+
+
 def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
              source: str | Path | None = None, batch_size: int = 16, limit: int | None = None,
              closed_suffix: bool = False, max_new_tokens: int = 64, model_id: str | None = None,
              device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
     """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores."""
-    from ..model.compose import load_llava
-
     items = load_benchmark(benchmark, split, source, closed_suffix=closed_suffix)
     if limit is not None:
         items = items[:limit]
-    model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
-    model_id = model_id or "/".join(Path(model_dir).resolve().parts[-2:])  # e.g. "stage2/model": stages share "model"
-    out_dir = Path(out_dir)
-    answers = generate_answers(model, processor, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
-                               progress)
+    model_id, out_dir = model_id or default_model_id(model_dir), Path(out_dir)
+    answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
+                           device, dtype, progress)
     scores = {"benchmark": benchmark, "split": split, "model_id": model_id, "n_questions": len(items),
               "closed_suffix": closed_suffix, **score_answers(items, answers)}
     atomic_write_json(out_dir / SCORES_FILE, scores)

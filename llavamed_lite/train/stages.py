@@ -2,7 +2,7 @@
 
     stage 1: fresh composition (CLIP + LM + new projector); only the projector trains      -> run_dir/stage1/
     stage 2: stage 1's model; the projector + the LM (full) or LoRA adapters on the LM    -> run_dir/stage2/
-    vqa:     stage 2's model, the same recipe on VQA records                               -> run_dir/vqa/
+    vqa:     stage 2's model, the same recipe on VQA records      -> run_dir/vqa/ (tiny world), run_dir/vqa_rad/ (VQA-RAD)
 The vision tower never trains. Each stage leaves `model/` (save_pretrained, loads with plain transformers; for LoRA
 the merged export), `adapter/` (LoRA only), `checkpoints/` (the Trainer's, for --resume), `loss_history.json` and
 `summary.json`. The same function runs in a notebook, from the CLI, and under `accelerate launch` on many GPUs.
@@ -49,6 +49,16 @@ class TrainResult:
     n_records: int
     skipped: list[str] = field(default_factory=list)
     truncated: int = 0
+
+
+def stage_folder(stage: str, benchmark: str = "tiny") -> str:
+    """run_dir's folder for a stage; VQA fine-tuning on a real benchmark gets its own (vqa-rad -> vqa_rad/), so it
+    does not overwrite the tiny world's (vqa/)."""
+    stage = check_stage(stage)
+    if stage != "vqa" or benchmark == "tiny":
+        return STAGE_DIRS[stage]
+    name = benchmark.replace("-", "_")
+    return name if name.startswith("vqa") else f"vqa_{name}"
 
 
 def check_stage(stage) -> str:
@@ -179,7 +189,7 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     stage = check_stage(stage)
     run_dir = Path(run_dir)
     tc = stage_config(cfg, stage)
-    out = stage_dir(run_dir, STAGE_DIRS[stage])
+    out = stage_dir(run_dir, stage_folder(stage, benchmark))
     state = PartialState()
     with state.main_process_first():
         if records is None:

@@ -1,0 +1,171 @@
+"""What notebook 06 shows of an evaluation: scores beside baselines and the paper, bars per question type, a gallery
+of questions with their answers and predictions, and the closed answers that only the paper's lenient metric counts.
+
+Everything takes `VQAItem`s and the answer records `generate_answers` writes (matched by question_id), so it works
+the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
+"""
+
+import textwrap
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..images import load_image
+from .baselines import always_yes, majority_answer
+from .metrics import closed_hit, closed_hit_strict, forgiven_by_lenient, open_recall_f1, vqa_scores
+from .vqa import VQAItem
+
+
+def predictions_for(items: Sequence[VQAItem], answers: Iterable[dict]) -> list[str]:
+    """The answer text for each item, in the items' order (answer records matched by question_id)."""
+    by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
+    missing = [it.question_id for it in items if str(it.question_id) not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} question(s) have no answer, e.g. {missing[:3]}")
+    return [by_id[str(it.question_id)] for it in items]
+
+
+def scores_of(items: Sequence[VQAItem], predictions: Sequence[str]) -> dict:
+    """`vqa_scores` with the breakdown by question type."""
+    return vqa_scores(list(predictions), [it.answer for it in items], [it.answer_type for it in items],
+                      [it.question_type for it in items])
+
+
+def baseline_scores(train: Sequence[VQAItem], test: Sequence[VQAItem]) -> dict[str, dict]:
+    """Scores of the image-free answers on `test`: always "yes", and the most frequent training answer per question
+    type (learnt from `train`). A model has to beat these to show that it looks at the image."""
+    return {'always "yes"': scores_of(test, always_yes(test)),
+            "majority per question type": scores_of(test, majority_answer(train, test))}
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def scores_table(scores: dict[str, dict]) -> str:
+    """A markdown table, one row per named `vqa_scores` dict: closed (lenient, strict), open (recall, F1), counts."""
+    lines = ["| | closed (lenient) | closed (strict) | open recall | open F1 | closed / open questions |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, s in scores.items():
+        lines.append(f"| {name} | {_pct(s['closed_accuracy'])} | {_pct(s['closed_accuracy_strict'])} | "
+                     f"{_pct(s['open_recall'])} | {_pct(s['open_f1'])} | {s['n_closed']} / {s['n_open']} |")
+    return "\n".join(lines)
+
+
+def paper_table(rows: Sequence[dict]) -> str:
+    """`paper.vqa_table` rows as a markdown table (percent; the paper gives no strict closed accuracy)."""
+    lines = ["| method | open (recall) | closed (lenient) | closed (strict) |", "| --- | ---: | ---: | ---: |"]
+    for r in rows:
+        cells = ["" if r[k] is None else f"{r[k]:.2f}" for k in ("open", "closed", "closed_strict")]
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None, min_questions: int = 1):
+    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient, strict as a hatched
+    inner bar) on the left, open recall on the right. Types with fewer than `min_questions` questions are left out."""
+    import matplotlib.pyplot as plt
+
+    if ax_closed is None or ax_open is None:
+        fig, (ax_closed, ax_open) = plt.subplots(1, 2, figsize=(13, 4))
+    else:
+        fig = ax_closed.figure
+    names = list(scores)
+    for ax, kind, key, n_key in ((ax_closed, "closed", "closed_accuracy", "n_closed"),
+                                 (ax_open, "open", "open_recall", "n_open")):
+        first = scores[names[0]]["by_question_type"]
+        types = [t for t, s in first.items() if s[n_key] >= min_questions]
+        x, width = np.arange(len(types)), 0.8 / max(len(names), 1)
+        for k, name in enumerate(names):
+            by_type = scores[name]["by_question_type"]
+            values = [by_type.get(t, {}).get(key) or 0.0 for t in types]
+            bars = ax.bar(x + k * width, values, width, label=name)
+            if kind == "closed":
+                strict = [by_type.get(t, {}).get("closed_accuracy_strict") or 0.0 for t in types]
+                ax.bar(x + k * width, strict, width * 0.5, color="none", edgecolor=bars[0].get_facecolor(),
+                       hatch="//", linewidth=0)
+        ax.set_xticks(x + width * (len(names) - 1) / 2)
+        ax.set_xticklabels([f"{t or '(none)'}\n{first[t][n_key]}" for t in types], rotation=45, ha="right",
+                           fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{kind} questions: " + ("accuracy (lenient; hatched: strict)" if kind == "closed" else "recall")
+                     + ", per question type (n below)")
+    ax_open.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int = 8, seed: int = 0) -> list[int]:
+    """Indices of n questions for a gallery: half closed, half open where possible, on distinct images."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(items))
+    picked, images = [], set()
+    for kind in ("CLOSED", "OPEN"):
+        want = n // 2 if kind == "CLOSED" else n - len(picked)
+        for i in order:
+            if len([p for p in picked if items[p].answer_type == kind]) >= want:
+                break
+            if items[i].answer_type == kind and items[i].image not in images:
+                picked.append(int(i))
+                images.add(items[i].image)
+    return picked
+
+
+def _mark(item: VQAItem, prediction: str) -> str:
+    if item.answer_type == "CLOSED":
+        lenient, strict = closed_hit(prediction, item.answer), closed_hit_strict(prediction, item.answer)
+        return "right" if strict else ("right only by the lenient metric" if lenient else "wrong")
+    return f"recall {open_recall_f1(prediction, item.answer)[0]:.2f}"
+
+
+def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: Sequence[int] | None = None,
+                 columns: int = 4, seed: int = 0):
+    """Image, question, answer and prediction for a few questions (default: `pick_examples`)."""
+    import matplotlib.pyplot as plt
+
+    indices = pick_examples(items, predictions, 8, seed) if indices is None else list(indices)
+    if not indices:
+        raise ValueError("no questions to show")
+    rows = (len(indices) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 4.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, indices):
+        item, pred = items[i], predictions[i]
+        ax.imshow(load_image(item.image))
+        wrap = lambda s, w=38: "\n".join(textwrap.wrap(str(s), w)[:3])  # noqa: E731
+        ax.set_title(f"{item.answer_type.lower()} · {item.question_type or '-'}\nQ: {wrap(item.question)}",
+                     fontsize=8, loc="left")
+        ax.text(0, -0.04, f"answer: {wrap(item.answer, 34)}\nmodel: {wrap(pred or '(empty)', 34)}\n"
+                f"[{_mark(item, pred)}]", transform=ax.transAxes, va="top", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str], limit: int = 10) -> list[dict]:
+    """Closed questions that the paper's substring metric counts as right and the strict one does not."""
+    idx = forgiven_by_lenient(list(predictions), [it.answer for it in items], [it.answer_type for it in items])
+    return [{"question_id": items[i].question_id, "question": items[i].question, "answer": items[i].answer,
+             "prediction": predictions[i]} for i in idx[:limit]]
+
+
+def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "answer", "prediction")) -> str:
+    """Rows of dicts as a markdown table (`|` and newlines escaped)."""
+    clean = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(clean(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_loss(history: Sequence[dict], title: str = "training loss", ax=None):
+    """A stage's loss_history.json (step, loss) as a curve."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax.figure

@@ -1,0 +1,101 @@
+"""Notebook 06's helpers: scores beside baselines, tables, bars per question type, the gallery, what the lenient
+metric forgives; answering any questions with a saved model; the VQA stage's folder per benchmark."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+
+from llavamed_lite.eval.evaluate import answer_items, default_model_id
+from llavamed_lite.eval.paper import vqa_table
+from llavamed_lite.eval.report import (
+    baseline_scores, examples_table, forgiven_examples, paper_table, pick_examples, plot_by_question_type,
+    plot_gallery, predictions_for, scores_of, scores_table)
+from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad
+from llavamed_lite.train.stages import stage_folder
+
+
+@pytest.fixture(scope="module")
+def rad_test():
+    return load_vqa_rad("test")
+
+
+def item(qid, answer, kind, qtype="PRES", image="x.png", question="Is there a mass?"):
+    return VQAItem(qid, image, question, answer, kind, qtype)
+
+
+def test_predictions_in_item_order_and_missing_named():
+    items = [item("a", "yes", "CLOSED"), item("b", "liver", "OPEN")]
+    answers = [{"question_id": "b", "text": "the liver"}, {"question_id": "a", "text": "yes"}]
+    assert predictions_for(items, answers) == ["yes", "the liver"]
+    with pytest.raises(ValueError, match=r"1 question\(s\) have no answer, e.g. \['b'\]"):
+        predictions_for(items, answers[1:])
+
+
+def test_scores_of_breaks_down_by_question_type():
+    items = [item("a", "yes", "CLOSED", "PRES"), item("b", "no", "CLOSED", "SIZE"), item("c", "left lung", "OPEN", "POS")]
+    s = scores_of(items, ["yes", "not sure", "left"])
+    assert s["closed_accuracy"] == 1.0 and s["closed_accuracy_strict"] == 0.5 and s["open_recall"] == 0.5
+    assert set(s["by_question_type"]) == {"PRES", "SIZE", "POS"}
+    assert s["by_question_type"]["SIZE"]["closed_accuracy_strict"] == 0.0
+
+
+def test_baselines_on_vqa_rad(rad_test):
+    scores = baseline_scores(load_vqa_rad("train", check_images=False), rad_test)
+    yes, majority = scores['always "yes"'], scores["majority per question type"]
+    assert yes["n_closed"] == 272 and yes["n_open"] == 179
+    assert 0.4 < yes["closed_accuracy"] < 0.7  # about half the closed answers are "yes"
+    assert majority["closed_accuracy"] >= yes["closed_accuracy_strict"] - 0.05
+    assert 0.0 < majority["open_recall"] < 0.5  # a question-only prior gets little of the open answers
+
+
+def test_tables_are_markdown():
+    s = scores_of([item("a", "yes", "CLOSED"), item("b", "liver", "OPEN")], ["yes", "kidney"])
+    table = scores_table({"ours": s})
+    assert table.splitlines()[2] == "| ours | 100.0 | 100.0 | 0.0 | 0.0 | 1 / 1 |"
+    rows = paper_table(vqa_table("vqa-rad", {"ours": s})).splitlines()
+    assert rows[2].startswith("| LLaVA (general) | 50.00 | 65.07 |") and rows[-1] == "| ours | 0.00 | 100.00 | 100.00 |"
+    assert examples_table([{"question": "a|b", "answer": "x\ny", "prediction": ""}]).splitlines()[-1] == \
+        "| a\\|b | x y |  |"
+
+
+def test_forgiven_examples_on_hand_made_outputs():
+    items = [item("a", "no", "CLOSED"), item("b", "yes", "CLOSED"), item("c", "no", "OPEN")]
+    rows = forgiven_examples(items, ["I do not know", "yes", "not"])
+    assert [r["question_id"] for r in rows] == ["a"] and rows[0]["prediction"] == "I do not know"
+
+
+def test_pick_examples_mixes_kinds_on_distinct_images(rad_test):
+    picked = pick_examples(rad_test, [""] * len(rad_test), n=6, seed=1)
+    assert len(picked) == 6 and len({rad_test[i].image for i in picked}) == 6
+    assert sorted(rad_test[i].answer_type for i in picked) == ["CLOSED"] * 3 + ["OPEN"] * 3
+    assert picked == pick_examples(rad_test, [""] * len(rad_test), n=6, seed=1)
+
+
+def test_plots(rad_test):
+    items = rad_test[:40]
+    preds = ["yes"] * len(items)
+    fig = plot_by_question_type({"a": scores_of(items, preds), "b": scores_of(items, ["no"] * len(items))})
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylim() == (0, 1.05)
+    fig = plot_gallery(items, preds, columns=4)
+    assert len(fig.axes) == 8
+    with pytest.raises(ValueError, match="no questions"):
+        plot_gallery(items, preds, indices=[])
+
+
+def test_answer_items_resumes_and_names_the_model(tiny_llava_dir, rad_test, tmp_path):
+    out = tmp_path / "chat" / "answers.jsonl"
+    answers = answer_items(tiny_llava_dir, rad_test[:3], out, batch_size=2, max_new_tokens=3, device="cpu",
+                           progress=False)
+    assert [a["question_id"] for a in answers] == [it.question_id for it in rad_test[:3]]
+    assert answers[0]["model_id"] == default_model_id(tiny_llava_dir)
+    again = answer_items(tiny_llava_dir, rad_test[:4], out, max_new_tokens=3, device="cpu", progress=False)
+    assert again[:3] == answers and len(again) == 4
+
+
+def test_vqa_stage_folder_per_benchmark():
+    assert [stage_folder(s) for s in ("1", "2", "vqa")] == ["stage1", "stage2", "vqa"]
+    assert stage_folder("vqa", "vqa-rad") == "vqa_rad" and stage_folder("2", "vqa-rad") == "stage2"
+    with pytest.raises(ValueError, match="unknown stage '3'"):
+        stage_folder("3")
