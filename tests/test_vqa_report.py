@@ -99,3 +99,24 @@ def test_vqa_stage_folder_per_benchmark():
     assert stage_folder("vqa", "vqa-rad") == "vqa_rad" and stage_folder("2", "vqa-rad") == "stage2"
     with pytest.raises(ValueError, match="unknown stage '3'"):
         stage_folder("3")
+
+
+def test_evaluate_restart_drops_the_old_answers(tiny_llava_dir, tmp_path):
+    from llavamed_lite.eval.evaluate import ANSWERS_FILE, evaluate
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    stale = '{"question_id": "vqa-rad-test-0", "prompt": "?", "text": "stale", "model_id": "x"}\n'
+    (out / ANSWERS_FILE).write_text(stale)
+    with pytest.raises(ValueError, match="was written by model 'x'"):
+        evaluate(tiny_llava_dir, "vqa-rad", out, limit=2, max_new_tokens=2, model_id="m", device="cpu", progress=False)
+    scores = evaluate(tiny_llava_dir, "vqa-rad", out, limit=2, max_new_tokens=2, model_id="m", device="cpu",
+                      progress=False, restart=True)
+    assert scores["n_questions"] == 2 and "stale" not in (out / ANSWERS_FILE).read_text()
+
+
+def test_run_judge_refuses_a_backend_that_cannot_judge():
+    from llavamed_lite.eval.judge import run_judge
+
+    with pytest.raises(ValueError, match="judge backend 'offline'"):
+        run_judge([], [], base_url="http://127.0.0.1:9", backend="offline")

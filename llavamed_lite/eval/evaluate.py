@@ -49,12 +49,16 @@ def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str 
 def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
              source: str | Path | None = None, batch_size: int = 16, limit: int | None = None,
              closed_suffix: bool = False, max_new_tokens: int = 64, model_id: str | None = None,
-             device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
-    """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores."""
+             device: str = "auto", dtype: str = "float32", progress: bool = True, restart: bool = False) -> dict:
+    """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores.
+    `restart` deletes the answers first: a model retrained in place keeps its model_id, so its old answers would
+    otherwise be resumed as if they were its own."""
     items = load_benchmark(benchmark, split, source, closed_suffix=closed_suffix)
     if limit is not None:
         items = items[:limit]
     model_id, out_dir = model_id or default_model_id(model_dir), Path(out_dir)
+    if restart:
+        (out_dir / ANSWERS_FILE).unlink(missing_ok=True)
     answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
                            device, dtype, progress)
     scores = {"benchmark": benchmark, "split": split, "model_id": model_id, "n_questions": len(items),

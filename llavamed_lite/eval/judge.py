@@ -228,7 +228,7 @@ def judge(questions: list[dict], answers: Iterable[dict], backend, **kwargs) -> 
 
 
 def run_judge(questions: list[dict], answers: list[dict], model: str = "gpt-4o", base_url: str | None = None,
-              **kwargs) -> JudgeResult | None:
+              backend: str = "openai", **kwargs) -> JudgeResult | None:
     """The judge through an OpenAI-compatible endpoint (key from the environment). Without a key or a base_url it
     prints why and the prompt it would send for the first question, sends nothing and returns None."""
     reason = judge_status(base_url)
@@ -241,4 +241,6 @@ def run_judge(questions: list[dict], answers: list[dict], model: str = "gpt-4o",
         return None
     from ..instruct.synthesize import make_backend
 
-    return judge(questions, answers, make_backend("openai", model=model, base_url=base_url), **kwargs)
+    if backend != "openai":  # the offline backend writes conversations; it cannot judge
+        raise ValueError(f"judge backend {backend!r}: only 'openai' (any OpenAI-compatible server) can judge")
+    return judge(questions, answers, make_backend(backend, model=model, base_url=base_url), **kwargs)
