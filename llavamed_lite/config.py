@@ -90,7 +90,7 @@ def _tiny() -> Config:
     return Config(
         scale="tiny",
         stage1=TrainConfig(max_steps=280, lr=1e-3, batch_size=16, max_length=256, save_steps=100),
-        stage2=TrainConfig(max_steps=420, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=200),
+        stage2=TrainConfig(max_steps=300, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=100),
         vqa=TrainConfig(max_steps=300, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=200),
     )
 
