@@ -7,9 +7,9 @@
 learns to continue the image with its caption (the newline matches the tiny LM's pretraining text, in which a
 caption-like stand-in, a newline and the caption come in that order: synth/corpus.py). `mistral_instruct` is
 LLaVA-Med v1.5's chat format, the same text the processor's chat template renders at inference (a test checks
-they agree token for token). `<image>` expands to
-`image_seq_length` image-token ids, as `LlavaProcessor` does. Labels are -100 except on the assistant's tokens and
-its end-of-turn `</s>`, so the loss never trains the model to write questions or image tokens.
+they agree token for token). `<image>` expands to `image_seq_length` image-token ids, as `LlavaProcessor` does.
+Labels are -100 except on the assistant's tokens and its end-of-turn `</s>`, so the loss never trains the model to
+write questions or image tokens.
 """
 
 import warnings
