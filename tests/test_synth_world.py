@@ -184,3 +184,27 @@ def test_a_figure_says_the_same_at_every_size():
     large, image256, questions256 = figure("train", 7, 0, 256)
     assert small == large and questions64 == questions256
     assert image64.size == (64, 64) and image256.size == (256, 256)
+
+
+def test_more_findings_are_visible_in_pixels():
+    def pixel(f, x, y, seed, size=128):
+        """Mean grey level around normalised point (x, y)."""
+        a = np.asarray(render(f, size, seed), np.float32).mean(axis=2)
+        j, i = int((x + 1) / 2 * size), int((y + 1) / 2 * size)
+        return a[i - 2:i + 3, j - 2:j + 3].mean()
+
+    brain = {"domain": "mri", "mass": False, "side": None, "size": None, "oedema": None}
+    t2 = np.mean([pixel({**brain, "sequence": "T2"}, 0.1, -0.05, s) for s in range(6)])
+    t1 = np.mean([pixel({**brain, "sequence": "T1"}, 0.1, -0.05, s) for s in range(6)])
+    assert t2 > t1 + 60  # fluid in the ventricles: bright on T2, dark on T1
+    ct = {"domain": "ct_scan", "organ": None, "lesion_count": 0, "size": None}
+    aorta_enhanced = np.mean([pixel({**ct, "contrast": True}, 0.06, 0.15, s) for s in range(6)])
+    aorta_plain = np.mean([pixel({**ct, "contrast": False}, 0.06, 0.15, s) for s in range(6)])
+    assert aorta_enhanced > aorta_plain + 60
+    specimen = {"domain": "gross", "organ": "kidney"}
+    for seed in range(4):  # the same specimen (same seed) with a dark red lesion, none, or a yellow one
+        dark, none, yellow = (np.asarray(render(f, 128, seed), np.float32).mean() for f in (
+            {**specimen, "lesion": True, "colour": "dark red", "size": "large"},
+            {**specimen, "lesion": False, "colour": None, "size": None},
+            {**specimen, "lesion": True, "colour": "yellow", "size": "large"}))
+        assert dark < none - 1 < yellow - 2
