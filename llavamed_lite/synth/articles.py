@@ -34,7 +34,7 @@ from .findings import sample_findings
 from .text import caption, findings_phrase, modality_phrase
 from .world import check_count
 
-ARTICLES_VERSION = 1
+ARTICLES_VERSION = 2
 MANIFEST_HEADER = ["File", "Article Citation", "Accession ID", "Last Updated (YYYY-MM-DD HH:MM:SS)", "PMID", "License"]
 LICENSES = [  # (manifest code, URL, licence paragraph)
     ("CC BY", "https://creativecommons.org/licenses/by/4.0/",
@@ -166,11 +166,13 @@ def _article(index: int, seed: int, image_size: int) -> tuple[dict, bytes, dict]
         ref = f"{plural} 1 and 2"
         markup = f"{plural} {_xref('F1', '1')} and {_xref('F2', '2')}"
         discussion.append(cite(f"Taken together, {ref} support the diagnosis.", ref, markup, ids))
-    elif len(figures) >= 3:
-        last = len(figures)
-        ref = f"{plural} 1\u2013{last}"
+    elif len(figures) >= 3:  # a range such as "Figs 2–4": two xrefs around a dash, or one xref with several rids
+        first = int(rng.integers(1, len(figures) - 1))
+        last = int(rng.integers(first + 2, len(figures) + 1))
+        ids = [f"F{k}" for k in range(first, last + 1)]
+        ref = f"{plural} {first}\u2013{last}"
         if rng.random() < 0.5:
-            markup = f"{plural} {_xref('F1', '1')}\u2013{_xref(f'F{last}', str(last))}"
+            markup = f"{plural} {_xref(ids[0], str(first))}\u2013{_xref(ids[-1], str(last))}"
         else:
             markup = f'<xref ref-type="fig" rid="{" ".join(ids)}">{escape(ref)}</xref>'
         discussion.append(cite(f"The findings in {ref} were concordant.", ref, markup, ids))
