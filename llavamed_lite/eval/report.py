@@ -9,6 +9,7 @@ import textwrap
 from typing import Iterable, Sequence
 
 import numpy as np
+from PIL import ImageOps
 
 from ..images import load_image
 from .baselines import always_yes, majority_answer
@@ -62,8 +63,8 @@ def paper_table(rows: Sequence[dict]) -> str:
 
 
 def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None, min_questions: int = 1):
-    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient, strict as a hatched
-    inner bar) on the left, open recall on the right. Types with fewer than `min_questions` questions are left out."""
+    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars, strict as black
+    ticks) on the left, open recall on the right. Types with fewer than `min_questions` questions are left out."""
     import matplotlib.pyplot as plt
 
     if ax_closed is None or ax_open is None:
@@ -79,17 +80,16 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
         for k, name in enumerate(names):
             by_type = scores[name]["by_question_type"]
             values = [by_type.get(t, {}).get(key) or 0.0 for t in types]
-            bars = ax.bar(x + k * width, values, width, label=name)
-            if kind == "closed":
+            ax.bar(x + k * width, values, width, label=name)
+            if kind == "closed":  # strict accuracy as a black tick on each bar
                 strict = [by_type.get(t, {}).get("closed_accuracy_strict") or 0.0 for t in types]
-                ax.bar(x + k * width, strict, width * 0.5, color="none", edgecolor=bars[0].get_facecolor(),
-                       hatch="//", linewidth=0)
+                ax.scatter(x + k * width, strict, marker="_", color="black", s=12 * 72 * width, zorder=3)
         ax.set_xticks(x + width * (len(names) - 1) / 2)
         ax.set_xticklabels([f"{t or '(none)'}\n{first[t][n_key]}" for t in types], rotation=45, ha="right",
                            fontsize=8)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{kind} questions: " + ("accuracy (lenient; hatched: strict)" if kind == "closed" else "recall")
-                     + ", per question type (n below)")
+        ax.set_title(f"{kind} questions per type (n below): "
+                     + ("accuracy\n(bars: lenient, black ticks: strict)" if kind == "closed" else "recall"), fontsize=10)
     ax_open.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -127,17 +127,20 @@ def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: 
     if not indices:
         raise ValueError("no questions to show")
     rows = (len(indices) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 4.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 5.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    wrap = lambda s, w=36: "\n".join(textwrap.wrap(str(s), w)[:3])  # noqa: E731
     for ax, i in zip(axes.flat, indices):
         item, pred = items[i], predictions[i]
-        ax.imshow(load_image(item.image))
-        wrap = lambda s, w=38: "\n".join(textwrap.wrap(str(s), w)[:3])  # noqa: E731
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.imshow(ImageOps.pad(load_image(item.image), (256, 256), color=(0, 0, 0)))
         ax.set_title(f"{item.answer_type.lower()} · {item.question_type or '-'}\nQ: {wrap(item.question)}",
                      fontsize=8, loc="left")
-        ax.text(0, -0.04, f"answer: {wrap(item.answer, 34)}\nmodel: {wrap(pred or '(empty)', 34)}\n"
-                f"[{_mark(item, pred)}]", transform=ax.transAxes, va="top", fontsize=8)
+        ax.set_xlabel(f"answer: {wrap(item.answer)}\nmodel: {wrap(pred or '(empty)')}\n[{_mark(item, pred)}]",
+                      fontsize=8, loc="left")
     fig.tight_layout()
     return fig
 
