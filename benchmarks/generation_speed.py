@@ -1,10 +1,11 @@
 """Questions per second of batched greedy generation (batch 16, left padding, KV cache) against one question at a
 time (as LLaVA-Med's answer scripts do), on the tiny model on CPU, in one run. Writes benchmarks/results/generation.json.
 
-The model: the committed pretrained tiny towers (data_samples/tiny-foundation) composed into a Llava with a random
-projector; without them, random towers of the tiny preset's sizes. The questions: the tiny world's held-out VQA.
+The model: `--model DIR`, a saved model (e.g. runs/tiny/stage2/model, which writes real answers); by default the
+committed pretrained tiny towers (data_samples/tiny-foundation) composed into a Llava with a random projector;
+without them, random towers of the tiny preset's sizes. The questions: the tiny world's held-out VQA.
 
-    python benchmarks/generation_speed.py [--questions 96] [--single 32] [--max-new-tokens 16 64] [--threads N]
+    python benchmarks/generation_speed.py [--model DIR] [--questions 96] [--single 32] [--max-new-tokens 16 64] [--threads N]
 """
 
 import argparse
@@ -30,8 +31,12 @@ from llavamed_lite.synth.world import build_tiny_world
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.json"
 
 
-def tiny_model(workdir: Path):
+def tiny_model(workdir: Path, model_dir: str | None = None):
     torch.manual_seed(0)
+    if model_dir is not None:  # a trained model writes real answers (and stops), unlike a random projector
+        from llavamed_lite.model.compose import load_llava
+
+        return load_llava(model_dir, device=torch.device("cpu")), f"saved model {model_dir}"
     if (TINY_FOUNDATION / "clip" / "config.json").exists() and (TINY_FOUNDATION / "lm" / "config.json").exists():
         return compose_llava(str(TINY_FOUNDATION / "clip"), str(TINY_FOUNDATION / "lm")), "pretrained tiny towers"
     from llavamed_lite.testing import make_tiny_towers
@@ -69,6 +74,8 @@ def main() -> None:
                         help="answer lengths to measure (a random model always writes this many tokens)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--model", default=None, help="a saved model folder, e.g. runs/tiny/stage2/model (default: "
+                        "the committed pretrained towers with a random projector)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,7 +86,7 @@ def main() -> None:
         tmp = Path(tmp)
         build_tiny_world(tmp / "world", n_train=1, n_heldout=max(args.questions, args.single) // 4 + 5)
         items = load_benchmark("tiny", "test", source=tmp / "world")[:args.questions]
-        (model, processor), which = tiny_model(tmp)
+        (model, processor), which = tiny_model(tmp, args.model)
         model.eval()
         for max_new_tokens in args.max_new_tokens:
             batched_qps, single_qps, batched, single = best_of(args.repeats, model, processor, items,

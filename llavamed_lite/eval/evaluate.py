@@ -36,11 +36,13 @@ def default_model_id(model_dir: str | Path) -> str:
 
 def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path, model_id: str | None = None,
                  batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "float32",
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, restart: bool = False) -> list[dict]:
     """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an answer file,
-    resuming it; return all its answer records."""
+    resuming it (`restart`: start it afresh); return all its answer records."""
     from ..model.compose import load_llava
 
+    if restart:
+        Path(out_path).unlink(missing_ok=True)
     model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
     return generate_answers(model, processor, items, out_path, model_id or default_model_id(model_dir), batch_size,
                             max_new_tokens, progress)
@@ -52,15 +54,13 @@ def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: 
              device: str = "auto", dtype: str = "float32", progress: bool = True, restart: bool = False) -> dict:
     """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores.
     `restart` deletes the answers first: a model retrained in place keeps its model_id, so its old answers would
-    otherwise be resumed as if they were its own."""
+    otherwise be resumed as if they were the new model's."""
     items = load_benchmark(benchmark, split, source, closed_suffix=closed_suffix)
     if limit is not None:
         items = items[:limit]
     model_id, out_dir = model_id or default_model_id(model_dir), Path(out_dir)
-    if restart:
-        (out_dir / ANSWERS_FILE).unlink(missing_ok=True)
     answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
-                           device, dtype, progress)
+                           device, dtype, progress, restart)
     scores = {"benchmark": benchmark, "split": split, "model_id": model_id, "n_questions": len(items),
               "closed_suffix": closed_suffix, **score_answers(items, answers)}
     atomic_write_json(out_dir / SCORES_FILE, scores)
