@@ -120,3 +120,23 @@ def test_run_judge_refuses_a_backend_that_cannot_judge():
 
     with pytest.raises(ValueError, match="judge backend 'offline'"):
         run_judge([], [], base_url="http://127.0.0.1:9", backend="offline")
+
+
+def test_with_small_images_shrinks_each_image_once(rad_test, tmp_path):
+    from PIL import Image
+
+    from llavamed_lite.data.formats import RecordError
+    from llavamed_lite.eval.vqa import with_small_images
+
+    items = [it for it in rad_test if it.image == rad_test[0].image][:2] + rad_test[2:4]
+    small = with_small_images(items, tmp_path / "small", 96)
+    assert [s.question_id for s in small] == [it.question_id for it in items]
+    assert small[0].image == small[1].image and len(list((tmp_path / "small").iterdir())) == len({it.image for it in items})
+    for s, it in zip(small, items):
+        with Image.open(s.image) as im, Image.open(it.image) as orig:
+            assert max(im.size) == 96 and abs(im.width / im.height - orig.width / orig.height) < 0.05
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    bad = VQAItem("q-bad", str(broken), "?", "yes", "CLOSED")
+    with pytest.raises(RecordError, match=r"question q-bad: .*broken.jpg: not a readable image"):
+        with_small_images([bad], tmp_path / "small2", 96)

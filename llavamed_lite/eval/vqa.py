@@ -277,6 +277,33 @@ def to_llava_record(item: VQAItem, image_folder: str | Path | None = None, close
     return record
 
 
+def with_small_images(items: Iterable[VQAItem], out_dir: str | Path, max_side: int) -> list[VQAItem]:
+    """The items with their images shrunk (aspect kept) so that the longer side is at most `max_side`, saved once
+    under `out_dir` by file name. Real benchmark images are 500-1300 px; a 64 px model reading them at every
+    training step spends its time resizing."""
+    from PIL import Image
+
+    from ..images import load_image
+
+    out_dir, out, done = Path(out_dir), [], {}
+    for it in items:
+        if it.image not in done:
+            target = out_dir / Path(it.image).name
+            if not target.exists():
+                try:
+                    image = load_image(it.image)
+                except (OSError, ValueError) as e:
+                    raise RecordError(f"question {it.question_id}: {e}") from None
+                image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(target.name + ".tmp")
+                image.save(tmp, format="PNG")
+                tmp.replace(target)
+            done[it.image] = str(target)
+        out.append(replace(it, image=done[it.image]))
+    return out
+
+
 def write_llava_vqa(path: str | Path, items: Iterable[VQAItem], image_folder: str | Path | None = None,
                     closed_suffix: bool = False) -> Path:
     return atomic_write_json(path, [to_llava_record(it, image_folder, closed_suffix) for it in items])

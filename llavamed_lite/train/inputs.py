@@ -4,6 +4,7 @@ fresh run dir. Every `ensure_*` is idempotent: it keeps a file that is already t
     stage 1:  alignment records from the tiny world's TRAIN captions      run_dir/data/alignment_train.json
     stage 2:  instruction conversations (offline synthesis, tiny)          run_dir/instruct/instruct_train.json
     vqa:      the tiny world's vqa_train.json, or VQA-RAD's training split run_dir/data/vqa_rad_train.json
+              (its images shrunk into run_dir/data/vqa_rad_images)
 Each comes with its image folder: image paths in the records are relative to it (the tiny world lives in
 run_dir/data, its figures in run_dir/data/images).
 """
@@ -48,13 +49,14 @@ def ensure_vqa(cfg, run_dir: str | Path, benchmark: str = "tiny") -> tuple[Path,
     if benchmark == "tiny":
         world = ensure_world(cfg, run_dir)
         return world["vqa_train"], world["root"]
-    if benchmark == "vqa-rad":
-        from ..eval.vqa import VQA_RAD_DIR, load_benchmark, write_llava_vqa
+    if benchmark == "vqa-rad":  # images shrunk once to 4x the model's size: resizing 1,000 px JPEGs at every step is slow
+        from ..eval.vqa import load_benchmark, with_small_images, write_llava_vqa
 
-        path = stage_dir(run_dir, "data") / "vqa_rad_train.json"
-        if not path.exists():
-            write_llava_vqa(path, load_benchmark("vqa-rad", split="train"), image_folder=VQA_RAD_DIR)
-        return path, Path(VQA_RAD_DIR)
+        path, images = stage_dir(run_dir, "data") / "vqa_rad_train.json", stage_dir(run_dir, "data") / "vqa_rad_images"
+        if not path.exists() or not images.is_dir():
+            items = with_small_images(load_benchmark("vqa-rad", split="train"), images, 4 * cfg.data.image_size)
+            write_llava_vqa(path, items, image_folder=images)
+        return path, images
     raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
 
 
