@@ -15,6 +15,7 @@ tokens) + Mistral-7B, mlp2x_gelu projector. Results go to benchmarks/results/tra
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -168,6 +169,7 @@ def main(argv=None) -> dict:
     if args.shape == "v1.5" and args.device != "cuda":
         parser.error("the v1.5 shape (7B) needs --device cuda")
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]  # CPU figures mean little on a machine shared with other jobs: record its load
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     ceiling = matmul_ceiling(args.device)
@@ -181,7 +183,8 @@ def main(argv=None) -> dict:
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine()
     result = {"shape": args.shape, "device": args.device, "device_name": device_name,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
-              "matmul_ceiling_tflops": ceiling / 1e12, "cases": rows}
+              "load_average_1min": [load_before, os.getloadavg()[0]], "matmul_ceiling_tflops": ceiling / 1e12,
+              "cases": rows}
     out = Path(args.out)
     merged = json.loads(out.read_text()) if out.exists() else {}
     merged[f"{args.shape}-{args.device}"] = result
