@@ -56,6 +56,12 @@ def _caption(path: str) -> str:
     return path.parent.name if path.name == "source.jpg" else path.stem  # SLAKE names every image source.jpg
 
 
+def _for_display(image: Image.Image, side: int = 256) -> Image.Image:
+    """Tiny-world figures are 64 px: shown enlarged (pixels kept sharp); the model gets the original."""
+    scale = side // max(image.size)
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
+
+
 def _describe(image: Image.Image, name: str) -> str:
     return f"Image **{name}** ({image.width} x {image.height}) loaded. Ask a question about it."
 
@@ -78,7 +84,7 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
             image = load_image(path)
         except ChatError as e:
             return None, None, [], f"⚠️ {e}"
-        return image, image, [], _describe(image, Path(path).name)
+        return image, _for_display(image), [], _describe(image, Path(path).name)
 
     def pick_example(evt: gr.SelectData):
         return use_image(examples[evt.index])
