@@ -185,7 +185,13 @@ def compose_llava(
         model.is_loaded_in_4bit = True
     model.config._attn_implementation = attn_implementation
 
-    processor = LlavaProcessor(
+    return model, llava_processor(image_processor, tokenizer, vision_config, vision_feature_select_strategy)
+
+
+def llava_processor(image_processor, tokenizer, vision_config: CLIPVisionConfig,
+                    vision_feature_select_strategy: str = "default") -> LlavaProcessor:
+    """The processor that expands `<image>` into one token per patch and formats chats as mistral_instruct."""
+    return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
@@ -194,7 +200,6 @@ def compose_llava(
         chat_template=MISTRAL_INSTRUCT_TEMPLATE,
         image_token=IMAGE_TOKEN,
     )
-    return model, processor
 
 
 def compose_from_config(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:

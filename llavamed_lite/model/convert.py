@@ -24,14 +24,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import (CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor,
-                          MistralConfig, MistralForCausalLM)
+from transformers import CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, MistralConfig, MistralForCausalLM
 
 from ..data.formats import IMAGE_TOKEN
 from ..io import atomic_write_json, read_json
-from .chat_template import MISTRAL_INSTRUCT_TEMPLATE
-from .compose import (image_processor_for, llava_config, new_projector, prepare_tokenizer, quiet_transformers,
-                      torch_dtype, vision_config_of)
+from .compose import (image_processor_for, llava_config, llava_processor, new_projector, prepare_tokenizer,
+                      quiet_transformers, torch_dtype, vision_config_of)
 
 # Mistral fields of the official config.json that make the text config; the rest are LLaVA's (mm_*, tune_*, ...).
 TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -262,15 +260,8 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
                           options["vision_feature_select_strategy"], tokenizer.pad_token_id)
     config.text_config.vocab_size = text_config.vocab_size + extra_rows
     config.dtype = out_dtype
-    processor = LlavaProcessor(
-        image_processor=image_processor_for(vision, vision_config, options["pad_to_square"]),
-        tokenizer=tokenizer,
-        patch_size=vision_config.patch_size,
-        vision_feature_select_strategy=options["vision_feature_select_strategy"],
-        num_additional_image_tokens=1,  # CLIP's CLS; the "default" strategy then drops it again
-        chat_template=MISTRAL_INSTRUCT_TEMPLATE,
-        image_token=IMAGE_TOKEN,
-    )
+    processor = llava_processor(image_processor_for(vision, vision_config, options["pad_to_square"]), tokenizer,
+                                vision_config, options["vision_feature_select_strategy"])
     with quiet_transformers():  # before any writing: a missing or unreachable tower fails here
         tower = CLIPVisionModel.from_pretrained(vision, dtype=out_dtype)
 
