@@ -279,7 +279,7 @@ def to_llava_record(item: VQAItem, image_folder: str | Path | None = None, close
 
 def with_small_images(items: Iterable[VQAItem], out_dir: str | Path, max_side: int) -> list[VQAItem]:
     """The items with their images shrunk (aspect kept) so that the longer side is at most `max_side`, saved once
-    under `out_dir` by file name. Real benchmark images are 500-1300 px; a 64 px model reading them at every
+    as PNG under `out_dir` (named by the original's file stem). Real benchmark images are 500-1300 px; a 64 px model reading them at every
     training step spends its time resizing."""
     from PIL import Image
 
@@ -288,7 +288,7 @@ def with_small_images(items: Iterable[VQAItem], out_dir: str | Path, max_side: i
     out_dir, out, done = Path(out_dir), [], {}
     for it in items:
         if it.image not in done:
-            target = out_dir / Path(it.image).name
+            target = out_dir / (Path(it.image).stem + ".png")
             if not target.exists():
                 try:
                     image = load_image(it.image)
