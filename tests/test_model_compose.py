@@ -182,3 +182,13 @@ def test_mismatched_llava_config_values(tiny_towers):
     text = AutoConfig.from_pretrained(tiny_towers[1])
     with pytest.raises(ValueError, match="outside the tower"):
         llava_config(vision, text, 5, vision_feature_layer=-9)
+
+
+@pytest.mark.slow
+def test_freezing_a_4bit_language_model(tiny_towers):
+    """QLoRA: the LM loads in 4-bit; freezing must leave its packed integer weights alone."""
+    pytest.importorskip("bitsandbytes")
+    model, _ = compose_llava(*tiny_towers, load_in_4bit=True)
+    table = {r["component"]: r for r in freeze_for_stage(model.to("cpu"), "2")}
+    assert table["vision_tower"]["trainable"] == 0 and table["multi_modal_projector"]["trainable"] > 0
+    assert not any(p.requires_grad for p in model.parameters() if not p.dtype.is_floating_point)

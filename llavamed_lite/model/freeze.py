@@ -29,6 +29,8 @@ def freeze_for_stage(model: nn.Module, stage: str | int) -> list[dict]:
         trainable = component_of(name) in TRAINABLE[stage]
         if linear_projector and "multi_modal_projector.linear_2" in name:
             trainable = False  # the identity layer of a `linear` projector (compose.new_projector)
+        if not param.dtype.is_floating_point:
+            trainable = False  # 4-bit (QLoRA) weights are packed integers: LoRA adapters train instead
         param.requires_grad_(trainable)
     return parameter_table(model)
 
