@@ -109,13 +109,8 @@ def load_vqa_rad(split: str = "test", root: str | Path = VQA_RAD_DIR, check_imag
             raise RecordError(f"{where}: expected an object, got {type(row).__name__}")
         if row.get("phrase_type") == "frame":
             continue
-        items.append(VQAItem(
-            question_id=f"vqa-rad-{split}-{_text(row, 'qid', where, allow_number=True)}",
-            image=_image(root / "data_RAD" / "images", _text(row, "image_name", where), where, check_images),
-            question=_text(row, "question", where), answer=_text(row, "answer", where, allow_number=True),
-            answer_type=_answer_type(row, where), question_type=str(row.get("question_type") or ""),
-            metadata={"source": "vqa-rad", "qid": row["qid"], "image_organ": row.get("image_organ"),
-                      "phrase_type": row.get("phrase_type")}))
+        items.append(_vqa_rad_item(row, where, root, f"vqa-rad-{split}", "vqa-rad", row.get("phrase_type"),
+                                   check_images))
     return with_closed_suffix(items) if closed_suffix else items
 
 
@@ -134,14 +129,19 @@ def load_vqa_rad_original(split: str = "test", root: str | Path = VQA_RAD_DIR, c
         phrase = _text(row, "phrase_type", where)
         if phrase.startswith("test_") != (split == "test"):
             continue
-        items.append(VQAItem(
-            question_id=f"vqa-rad-osf-{_text(row, 'qid', where, allow_number=True)}",
-            image=_image(root / "data_RAD" / "images", _text(row, "image_name", where), where, check_images),
-            question=_text(row, "question", where), answer=_text(row, "answer", where, allow_number=True),
-            answer_type=_answer_type(row, where), question_type=str(row.get("question_type") or ""),
-            metadata={"source": "vqa-rad-osf", "qid": row["qid"], "image_organ": row.get("image_organ"),
-                      "phrase_type": phrase}))
+        items.append(_vqa_rad_item(row, where, root, "vqa-rad-osf", "vqa-rad-osf", phrase, check_images))
     return with_closed_suffix(items) if closed_suffix else items
+
+
+def _vqa_rad_item(row: dict, where: str, root: Path, id_prefix: str, source: str, phrase: str | None,
+                  check_images: bool) -> VQAItem:
+    """One VQA-RAD row (both releases share the fields) as a VQAItem."""
+    return VQAItem(
+        question_id=f"{id_prefix}-{_text(row, 'qid', where, allow_number=True)}",
+        image=_image(root / "data_RAD" / "images", _text(row, "image_name", where), where, check_images),
+        question=_text(row, "question", where), answer=_text(row, "answer", where, allow_number=True),
+        answer_type=_answer_type(row, where), question_type=str(row.get("question_type") or ""),
+        metadata={"source": source, "qid": row["qid"], "image_organ": row.get("image_organ"), "phrase_type": phrase})
 
 
 # ---- SLAKE -------------------------------------------------------------------------------------------------
