@@ -1,6 +1,6 @@
 """`llavamed-lite pretrain-tiny --out DIR`: stage 0 of tiny mode (tokenizer, CLIP, LM) on a tiny world.
 
-At full scale stage 0 is "download CLIP and Mistral"; tiny mode trains its own towers in about five minutes on
+At full scale stage 0 is "download CLIP and Mistral"; tiny mode trains its own towers in about 13 minutes on
 two CPU cores. The committed ones in data_samples/tiny-foundation/ were made with the defaults:
 
     llavamed-lite pretrain-tiny --out data_samples/tiny-foundation
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="runs/tiny", help="the tiny world is built (or reused) in RUN_DIR/data")
     parser.add_argument("--world", default=None, help="tiny-world folder to use instead of RUN_DIR/data")
     parser.add_argument("--clip-steps", type=int, default=None, help="CLIP training steps (default 500)")
-    parser.add_argument("--lm-steps", type=int, default=None, help="LM training steps (default 300)")
+    parser.add_argument("--lm-steps", type=int, default=None, help="LM training steps (default 3000)")
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is faster when other processes share the cores)")

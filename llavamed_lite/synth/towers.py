@@ -52,7 +52,7 @@ class LMSettings:
     kv_heads: int = 2  # grouped-query attention, as Mistral
     intermediate: int = 448  # keeps the fp32 checkpoint under 10 MB
     block_size: int = 128
-    steps: int = 300
+    steps: int = 3000  # 300 steps left closed yes/no answering from the caption at 0.69; 3000 reach 0.91
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 20
