@@ -90,8 +90,12 @@ def _tiny() -> Config:
     return Config(
         scale="tiny",
         stage1=TrainConfig(max_steps=280, lr=1e-3, batch_size=16, max_length=256, save_steps=100),
-        stage2=TrainConfig(max_steps=300, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=100),
-        vqa=TrainConfig(max_steps=300, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=200),
+        # Stage 2: 300 -> 1,000 steps raised held-out closed accuracy after stage 2 from 0.70 to 0.84.
+        stage2=TrainConfig(max_steps=1000, lr=3e-4, projector_lr=1e-3, batch_size=16, max_length=256, save_steps=500),
+        # VQA fine-tuning in epochs, as the paper (3-18): the tiny world's 22k questions (6,237 steps) and VQA-RAD's
+        # 1,797 (506 steps) alike. Closed accuracy rose with steps (0.77 at 300, 0.87 at 3,000, 0.89 at 6,000); the
+        # gentler rates did as well as 3e-4 / 1e-3 at 3,000 steps and better at 6,000.
+        vqa=TrainConfig(epochs=4.5, lr=1e-4, projector_lr=3e-4, batch_size=16, max_length=256, save_steps=2000),
     )
 
 
