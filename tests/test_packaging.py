@@ -58,3 +58,29 @@ def test_presets_follow_the_paper():
     assert full.stage2.warmup_ratio == 0.03 and full.stage2.lr_scheduler == "cosine" and full.stage2.bf16
     lora = load_config("lora")
     assert lora.model.load_in_4bit and lora.stage2.lora and not full.stage2.lora
+
+
+def test_quick_mode_cuts_only_the_tiny_training_steps(monkeypatch):
+    """`make test` runs the notebooks with LLAVAMED_LITE_QUICK=1: every tiny stage capped, nothing else changed."""
+    from llavamed_lite.config import QUICK_ENV, QUICK_STEPS
+
+    monkeypatch.delenv(QUICK_ENV, raising=False)
+    tiny = load_config("tiny")
+    assert tiny.stage2.max_steps > QUICK_STEPS and tiny.vqa.max_steps == -1 and tiny.vqa.epochs > 1
+    monkeypatch.setenv(QUICK_ENV, "1")
+    quick = load_config("tiny")
+    assert [s.max_steps for s in (quick.stage1, quick.stage2, quick.vqa)] == [
+        min(tiny.stage1.max_steps, QUICK_STEPS), QUICK_STEPS, QUICK_STEPS]
+    assert (quick.stage2.lr, quick.vqa.lr, quick.model) == (tiny.stage2.lr, tiny.vqa.lr, tiny.model)
+    assert load_config("tiny", {"stage2.max_steps": 5}).stage2.max_steps == 5  # explicit overrides still win
+    assert load_config("full").stage2.max_steps == -1  # GPU presets are never cut
+    monkeypatch.setenv(QUICK_ENV, "0")
+    assert load_config("tiny").stage2.max_steps == tiny.stage2.max_steps
+
+
+def test_make_test_runs_the_notebooks_in_quick_mode():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "LLAVAMED_LITE_QUICK=1" in test_recipe and "--nbval-lax" in test_recipe
+    demo_recipe = makefile.split("\ndemo:")[1].split("\n\n")[0]
+    assert "QUICK" not in demo_recipe
