@@ -1,5 +1,5 @@
 """Questions per second of batched greedy generation (batch 16, left padding, KV cache) against one question at a
-time (as LLaVA-Med's answer scripts do), on the tiny model on CPU, in one run. Writes benchmarks/results/generation.json.
+time (as LLaVA-Med's answer scripts do), on the tiny model on CPU, in one run. Writes benchmarks/results/generation.json (or --out).
 
 Why dtype matters on a CPU: one question at a time is bound by per-step overhead (a few hundred microseconds of
 Python per generated token), while a batch of 16 is bound by the prompt's matrix products (16 x ~40 tokens through
@@ -83,6 +83,7 @@ def main() -> None:
                         help="weights' dtype for both paths (bfloat16 is fast on CPUs with AVX512-BF16 or AMX)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.name})")
     parser.add_argument("--model", default=None, help="a saved model folder, e.g. runs/tiny/stage2/model (default: "
                         "the committed pretrained towers with a random projector)")
     args = parser.parse_args()
@@ -117,7 +118,7 @@ def main() -> None:
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: other work on the CPU
         "runs": runs,
     }
-    atomic_write_json(RESULTS, result)
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 
