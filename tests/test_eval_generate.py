@@ -1,14 +1,17 @@
 """Batched generation, answer files and resume, and the `evaluate` command, on a tiny random-init Llava."""
 
+import copy
+import dataclasses
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.data.formats import ANSWER_FIELDS
 from llavamed_lite.eval.evaluate import score_answers
-from llavamed_lite.eval.generate import answer_batch, answered, chat_prompt, generate_answers
+from llavamed_lite.eval.generate import answer_batch, answered, chat_prompt, generate_answers, open_image
 from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, with_closed_suffix, write_llava_vqa
 
 
@@ -28,6 +31,40 @@ def test_batched_answers_equal_one_at_a_time(tiny_llava, items):
     single = [answer_batch(model, processor, [it], max_new_tokens=6)[0] for it in items]
     assert batched == single
     assert processor.tokenizer.padding_side == "right"  # the shared processor is left as it was
+
+
+def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items):
+    """Questions on one image share its prefix cache, and rows that write </s> leave the batch: the answers are
+    still those of `model.generate` on each question alone."""
+    model, processor = tiny_llava
+    tokenizer = processor.tokenizer
+    on_shared_images = [dataclasses.replace(it, question_id=f"{it.question_id}-{k}", image=items[k % 2].image)
+                        for k, it in enumerate(items + items[:3])]
+
+    def generate_one(it, stopper):
+        inputs = processor(images=[open_image(it)], text=[chat_prompt(processor, it.question)], return_tensors="pt")
+        out = stopper.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id)
+        return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+    # A copy of the model with sharp attention (random init attends almost uniformly, blind to positions) that writes
+    # </s> where it would first write a token it writes at many different steps of its answers.
+    stopper = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in stopper.model.language_model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param *= 20
+    written = [generate_one(it, stopper) for it in on_shared_images]
+    stops = lambda t: {ids.index(t) if t in ids else len(ids) for ids in written}  # noqa: E731
+    common = max({t for ids in written for t in ids}, key=lambda t: len(stops(t)))
+    head = stopper.lm_head.weight  # (vocab, hidden)
+    with torch.no_grad():
+        head[tokenizer.eos_token_id] = head[common] * 1.5
+    alone = [generate_one(it, stopper) for it in on_shared_images]
+    lengths = {len(ids) for ids in alone}
+    assert len(lengths) > 1 and min(lengths) < 8  # some rows stop early, at different steps
+    expected = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in alone]
+    assert answer_batch(stopper, processor, on_shared_images, max_new_tokens=8) == expected
 
 
 def test_answer_file_and_resume(tiny_llava, items, tmp_path):

@@ -1,9 +1,11 @@
 """Batched greedy answers to VQA questions, written as LLaVA-Med answer files (one JSON line per question).
 
-LLaVA-Med's scripts answer one question at a time. Here questions go through `model.generate` in batches: the
-tokenizer pads on the LEFT, so every prompt ends at the last position and the new tokens line up; the KV cache
-is on and decoding is greedy, so a question gets the same answer whatever batch it sits in. Each batch is appended
-to the answer file as it is done; a rerun skips the question_ids already answered (resume after a crash).
+LLaVA-Med's scripts answer one question at a time with `model.generate`. Here questions are answered in batches by
+a short greedy loop over the model's forward pass (KV cache on), which does two things `generate` cannot:
+questions about the same image share one pass over the image and the prompt before the question (prefix caching),
+and a row leaves the batch as soon as it has written </s>. Decoding is greedy, so a question gets the same answer
+whatever batch it sits in. Each batch is appended to the answer file as it is done; a rerun skips the question_ids
+already answered (resume after a crash).
 """
 
 import hashlib
@@ -33,19 +35,77 @@ def open_image(item: VQAItem) -> Image.Image:
         raise ValueError(f"question {item.question_id}: {e}") from None
 
 
+def image_groups(items: list[VQAItem]) -> tuple[list[int], list[int]]:
+    """(index of the first item of each distinct image, group number of every item), images in order of appearance."""
+    first, group = {}, []
+    for i, it in enumerate(items):
+        group.append(first.setdefault(str(it.image), len(first)))
+    firsts = {g: i for i, g in reversed(list(enumerate(group)))}
+    return [firsts[g] for g in range(len(first))], group
+
+
 @torch.inference_mode()
 def answer_batch(model, processor, items: list[VQAItem], max_new_tokens: int = 64) -> list[str]:
-    """Greedy answers for one batch of questions (left padding, KV cache)."""
+    """Greedy answers for one batch of questions, with a KV cache.
+
+    Every prompt starts with the same tokens up to the image's last token ("[INST] <image>...", the prefix); only the
+    question after it differs. So each distinct image goes through the vision tower and the LM once, and its prefix
+    cache is copied to the questions about it (prefix caching, as serving engines do). The questions then run after
+    their prefixes, padded on their left to one length (the padding sits between prefix and question, masked out,
+    and position ids skip it). Rows leave the batch when they write </s>, so a long answer costs only its own row.
+    """
     tokenizer = processor.tokenizer
+    if not items:
+        return []
     prompts = [chat_prompt(processor, it.question) for it in items]
-    inputs = processor(images=[open_image(it) for it in items], text=prompts, return_tensors="pt", padding=True,
+    firsts, group = image_groups(items)
+    images = {i: open_image(items[i]) for i in firsts}
+    inputs = processor(images=[images[firsts[g]] for g in group], text=prompts, return_tensors="pt", padding=True,
                        padding_side="left")
-    inputs = inputs.to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    new_tokens = out[:, inputs["input_ids"].shape[1]:]  # (batch, new), left padding puts every prompt end at one place
-    return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    rows = [ids[mask.bool()] for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]  # unpadded prompts
+    is_image = rows[0] == model.config.image_token_id
+    prefix_len = int(is_image.nonzero().max()) + 1  # "<s>[INST] " and the image tokens
+    prefix = rows[0][:prefix_len]
+    if any(not torch.equal(r[:prefix_len], prefix) for r in rows):
+        raise ValueError("the prompts do not share the chat template's prefix up to the image")
+
+    # One pass per distinct image over the shared prefix; its cache is then repeated for each question on it.
+    pixel_values = inputs["pixel_values"][firsts].to(model.device, model.dtype)  # (images, 3, H, W)
+    cache = model(input_ids=prefix.expand(len(firsts), -1).to(model.device), pixel_values=pixel_values, use_cache=True,
+                  logits_to_keep=1).cache
+    cache.batch_select_indices(torch.tensor(group, device=model.device))  # (images, ...) -> (batch, ...)
+
+    # The questions, left-padded to one length, after their prefixes.
+    questions = [r[prefix_len:] for r in rows]
+    width = max(len(q) for q in questions)
+    ids = torch.full((len(items), width), tokenizer.pad_token_id, dtype=torch.long)  # (batch, width)
+    mask = torch.zeros(len(items), prefix_len + width, dtype=torch.long)  # (batch, prefix + width)
+    mask[:, :prefix_len] = 1
+    for i, q in enumerate(questions):
+        ids[i, width - len(q):] = q
+        mask[i, prefix_len + width - len(q):] = 1
+    positions = (mask.cumsum(1) - 1)[:, prefix_len:]  # (batch, width): the padding does not advance positions
+    ids, mask, positions = ids.to(model.device), mask.to(model.device), positions.to(model.device)
+
+    answers = [[] for _ in items]
+    live = torch.arange(len(items), device=model.device)  # rows of the batch still writing, by their item index
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                       use_cache=True, logits_to_keep=1).logits  # (live, 1, vocab)
+        next_ids = logits[:, -1].argmax(-1)  # (live,) greedy
+        for row, token in zip(live.tolist(), next_ids.tolist()):
+            answers[row].append(token)
+        going = next_ids != tokenizer.eos_token_id
+        if not going.any():
+            break
+        if not going.all():  # finished rows leave the batch and its cache
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            live, next_ids, mask, positions = live[keep], next_ids[keep], mask[keep], positions[keep]
+        ids = next_ids[:, None]  # (live, 1)
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        positions = positions[:, -1:] + 1
+    return [text.strip() for text in tokenizer.batch_decode(answers, skip_special_tokens=True)]
 
 
 def answered(path: str | Path, model_id: str | None = None) -> dict[str, str]:
@@ -72,7 +132,8 @@ def answer_id(model_id: str, question_id: str) -> str:
 
 def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path, model_id: str,
                      batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True) -> list[dict]:
-    """Answer every item not yet in `out_path` and append the answers there; return all answer records in the file."""
+    """Answer every item not yet in `out_path` and append the answers there (questions on one image together);
+    return the answer records of `items`, in their order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = list(items)
@@ -85,6 +146,8 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
             raise ValueError(f"{out_path}: question {it.question_id} was answered with another prompt "
                              f"({done[str(it.question_id)]!r}); use another output file")
     todo = [it for it in items if str(it.question_id) not in done]
+    _, group = image_groups(todo)
+    todo = [it for _, it in sorted(zip(group, todo), key=lambda pair: pair[0])]  # questions on one image share a batch
     model.eval()
     with tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
@@ -95,4 +158,5 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
                               {"answer_type": it.answer_type, "question_type": it.question_type})
                 for it, text in zip(batch, texts)])
             bar.update(len(batch))
-    return list(iter_jsonl(out_path))
+    records = {str(r["question_id"]): r for r in iter_jsonl(out_path)}
+    return [records[i] for i in ids]
