@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for clip/, lm/, curves and metrics")
     parser.add_argument("--run-dir", default="runs/tiny", help="the tiny world is built (or reused) in RUN_DIR/data")
     parser.add_argument("--world", default=None, help="tiny-world folder to use instead of RUN_DIR/data")
-    parser.add_argument("--clip-steps", type=int, default=None, help="CLIP training steps (default 500)")
+    parser.add_argument("--clip-steps", type=int, default=None, help="CLIP training steps (default 1500)")
     parser.add_argument("--lm-steps", type=int, default=None, help="LM training steps (default 3000)")
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=None,

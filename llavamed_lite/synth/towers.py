@@ -38,7 +38,7 @@ class ClipSettings:
     heads: int = 4
     projection_dim: int = 128
     max_text_length: int = 96
-    steps: int = 500
+    steps: int = 1500
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 25
