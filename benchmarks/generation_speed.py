@@ -6,7 +6,9 @@ Three ways to answer the same questions, all greedy, in the same dtype:
 - `batched`: our `answer_batch`, 16 questions at a time (prefix caching per image, finished rows leave the batch);
 - `one_at_a_time`: LLaVA-Med's way, `model.generate` on one question (the baseline of `speedup`);
 - `ours_one_at_a_time`: `answer_batch` on one question, to tell what batching gives from what the loop gives.
-`same_answers` checks that batching changed no answer against the baseline.
+`same_answers` checks that batching changed no answer against the baseline. `phases` says where a batch's time
+goes (the pass over each image and the prompt before the question, the pass over the questions, the decoding steps,
+the rest); a plot of both goes next to the results file (.png).
 
 Why dtype matters on a CPU: one question at a time is bound by per-step overhead (a few hundred microseconds of
 Python per generated token), while a batch of 16 is bound by the prompt's matrix products. float32 matrix products
@@ -78,6 +80,35 @@ def questions_per_second(answer, model, processor, items, batch_size: int, max_n
     return len(items) / (time.perf_counter() - start), texts
 
 
+def phases(model, processor, items, batch_size: int, max_new_tokens: int) -> dict:
+    """Where a batch's time goes, in ms per batch: the model calls of `answer_batch` (the pass over each image and
+    the prompt before the question, the pass over the questions, the decoding steps) and the rest (reading images,
+    the processor, the loop). Timed by wrapping this model's forward, once, after the timed runs."""
+    calls = []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = forward(*args, **kwargs)
+        kind = "prefix" if kwargs.get("pixel_values") is not None else "decode" if kwargs["input_ids"].shape[1] == 1 \
+            else "questions"
+        calls.append((kind, time.perf_counter() - start))
+        return out
+
+    forward, model.forward = model.forward, timed
+    try:
+        start = time.perf_counter()
+        for i in range(0, len(items), batch_size):
+            answer_batch(model, processor, items[i:i + batch_size], max_new_tokens)
+        total = time.perf_counter() - start
+    finally:
+        del model.forward  # the instance attribute goes; the class's forward is back
+    batches = -(-len(items) // batch_size)
+    ms = {kind: round(sum(t for k, t in calls if k == kind) / batches * 1e3, 2) for kind in ("prefix", "questions", "decode")}
+    return {"ms_per_batch": round(total / batches * 1e3, 2), **{f"{k}_ms": v for k, v in ms.items()},
+            "decode_steps_per_batch": round(sum(k == "decode" for k, _ in calls) / batches, 1),
+            "rest_ms": round(total / batches * 1e3 - sum(ms.values()), 2)}
+
+
 def best_of(repeats: int, model, processor, items, single_items, batch_size: int, max_new_tokens: int) -> dict:
     """The three ways interleaved, best of `repeats` each: other work on a shared CPU slows runs at random, and the
     best run is the one least disturbed."""
@@ -92,6 +123,35 @@ def best_of(repeats: int, model, processor, items, single_items, batch_size: int
             qps[name].append(rate)
     return {name: {"batch_size": size, "questions": len(its), "questions_per_s": round(max(qps[name]), 2),
                    "answers": texts[name]} for name, (_, its, size) in ways.items()}
+
+
+def plot(result: dict, path: Path) -> None:
+    """Questions per second of the three ways per run, and where a batch's time goes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    labels = [f"{r['dtype']}\n{r['max_new_tokens']} new tokens" for r in runs]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (way, name) in enumerate((("one_at_a_time", "model.generate, one question (LLaVA-Med)"),
+                                     ("ours_one_at_a_time", "ours, one question"), ("batched", "ours, batch 16"))):
+        ax.bar([i + 0.27 * (k - 1) for i in range(len(runs))], [r[way]["questions_per_s"] for r in runs], 0.27, label=name)
+    for i, r in enumerate(runs):
+        ax.annotate(f"{r['speedup']}x", (i + 0.27, r["batched"]["questions_per_s"]), ha="center", va="bottom")
+    ax.set(xticks=range(len(runs)), xticklabels=labels, ylabel="questions / s", title=result["model"])
+    ax.legend(fontsize=8)
+    bottom = [0.0] * len(runs)
+    for part in ("prefix_ms", "questions_ms", "decode_ms", "rest_ms"):
+        values = [r["batched"]["phases"][part] for r in runs]
+        bx.bar(range(len(runs)), values, 0.5, bottom=bottom, label=part.removesuffix("_ms"))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    bx.set(xticks=range(len(runs)), xticklabels=labels, ylabel="ms per batch of 16", title="where a batch's time goes")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -125,6 +185,7 @@ def main() -> None:
                 ways = best_of(args.repeats, model, processor, items, items[:args.single], args.batch_size,
                                max_new_tokens)
                 answers = {name: way.pop("answers") for name, way in ways.items()}
+                ways["batched"]["phases"] = phases(model, processor, items, args.batch_size, max_new_tokens)
                 base = ways["one_at_a_time"]["questions_per_s"]
                 runs.append({
                     "dtype": dtype, "max_new_tokens": max_new_tokens, **ways,
@@ -142,6 +203,7 @@ def main() -> None:
         "runs": runs,
     }
     atomic_write_json(args.out, result)
+    plot(result, args.out.with_suffix(".png"))
     print(json.dumps(result, indent=2))
 
 
