@@ -45,6 +45,15 @@ def stage1_run(tiny_towers, tiny_train_data, tmp_path_factory):
     return run, result
 
 
+def test_quiet_without_progress(tiny_towers, tiny_train_data, tmp_path, capsys):
+    """progress=False (notebooks, tests) prints no log line per logging step: the losses go to loss_history.json."""
+    folder, captions, _ = tiny_train_data
+    cfg = tiny_cfg(tiny_towers)
+    result = train_stage(cfg, "1", tmp_path / "run", records=captions, image_folder=folder, progress=False)
+    assert "'loss'" not in capsys.readouterr().out
+    assert len(result.history) == 3  # one per step, logging_steps=1
+
+
 def fresh_run(stage1_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(stage1_run[0] / "stage1", run / "stage1")

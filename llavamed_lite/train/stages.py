@@ -18,6 +18,7 @@ import torch
 import transformers
 from accelerate import PartialState
 from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, TrainConfig
@@ -214,6 +215,8 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         data_collator=LlavaCollator(processor), processing_class=processor.tokenizer,
         callbacks=[LogLastStep(), *(callbacks or [])],
         projector_lr=tc.projector_lr if stage != "1" else None)
+    if not progress:  # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
+        trainer.remove_callback(PrinterCallback)
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
     if resume and checkpoint is None:
         print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
