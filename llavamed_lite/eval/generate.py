@@ -37,11 +37,13 @@ def open_image(item: VQAItem) -> Image.Image:
 
 def image_groups(items: list[VQAItem]) -> tuple[list[int], list[int]]:
     """(index of the first item of each distinct image, group number of every item), images in order of appearance."""
-    first, group = {}, []
+    firsts, group, number = [], [], {}
     for i, it in enumerate(items):
-        group.append(first.setdefault(str(it.image), len(first)))
-    firsts = {g: i for i, g in reversed(list(enumerate(group)))}
-    return [firsts[g] for g in range(len(first))], group
+        if str(it.image) not in number:
+            number[str(it.image)] = len(firsts)
+            firsts.append(i)
+        group.append(number[str(it.image)])
+    return firsts, group
 
 
 @torch.inference_mode()
