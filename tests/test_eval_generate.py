@@ -55,8 +55,11 @@ def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items
             if name.endswith(("q_proj.weight", "k_proj.weight")):
                 param *= 20
     written = [generate_one(it, stopper) for it in on_shared_images]
-    stops = lambda t: {ids.index(t) if t in ids else len(ids) for ids in written}  # noqa: E731
-    common = max({t for ids in written for t in ids}, key=lambda t: len(stops(t)))
+
+    def first_steps(token):  # the steps at which each answer first writes `token`
+        return {ids.index(token) if token in ids else len(ids) for ids in written}
+
+    common = max({t for ids in written for t in ids}, key=lambda t: len(first_steps(t)))
     head = stopper.lm_head.weight  # (vocab, hidden)
     with torch.no_grad():
         head[tokenizer.eos_token_id] = head[common] * 1.5
