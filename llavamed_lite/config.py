@@ -14,7 +14,7 @@ from .paths import TINY_FOUNDATION
 
 SCALES = ("tiny", "lora", "full")
 # Set by `make test`: the notebooks run as a smoke test with every tiny training stage cut to QUICK_STEPS, so CI
-# checks every code path in minutes; `make demo` / `make notebooks` run the full tiny recipe (about 26 minutes).
+# checks every code path in minutes; `make demo` / `make notebooks` run the full tiny recipe (about 24 minutes).
 QUICK_ENV = "LLAVAMED_LITE_QUICK"
 QUICK_STEPS = 300
 HUB_VISION = "openai/clip-vit-large-patch14-336"
