@@ -3,17 +3,19 @@
 benchmarks/results/generation.json (or --out).
 
 Three ways to answer the same questions, all greedy, in the same dtype:
-- `batched`: our `answer_batch`, 16 questions at a time (prefix caching per image, finished rows leave the batch);
+- `batched`: our `answer_questions`, up to 16 questions at a time (prefix caching per image, continuous batching;
+  see llavamed_lite/eval/generate.py);
 - `one_at_a_time`: LLaVA-Med's way, `model.generate` on one question (the baseline of `speedup`);
-- `ours_one_at_a_time`: `answer_batch` on one question, to tell what batching gives from what the loop gives.
-`same_answers` checks that batching changed no answer against the baseline. `phases` says where a batch's time
-goes (the pass over each image and the prompt before the question, the pass over the questions, the decoding steps,
-the rest); a plot of both goes next to the results file (.png).
+- `ours_one_at_a_time`: `answer_questions` with batch size 1, to tell what batching gives from what the loop gives.
+`same_answers` checks that batching changed no answer against the baseline. `phases` says where the time of 16
+questions goes (the passes over images and the prompt before the question, the passes over the questions, the
+decoding steps, the rest); a plot of both goes next to the results file (.png).
 
-Why dtype matters on a CPU: one question at a time is bound by per-step overhead (a few hundred microseconds of
-Python per generated token), while a batch of 16 is bound by the prompt's matrix products. float32 matrix products
-run at ~70-90 GFLOP/s per core here; on CPUs with AVX512-BF16 (or AMX) bfloat16 ones run several times faster, so
-bfloat16 speeds up the batched path and leaves the one-at-a-time path where it was.
+Why dtype matters on a CPU: one question at a time is bound by per-call overhead (a few hundred microseconds of
+Python per forward pass, whatever the dtype), while the batched path is bound by matrix products: the pass over 16
+questions multiplies ~250 token rows by every weight matrix. `matmul_gflops` is this CPU's speed at the LM's
+shapes, measured in the run: on 2 cores with AVX512-BF16, bfloat16 products of 256 rows run ~4x faster than
+float32 ones, so bfloat16 speeds up the batched path and leaves the one-at-a-time path where it was.
 
 The model: `--model DIR`, a saved model (e.g. runs/tiny/stage2/model, which writes real answers); by default the
 committed pretrained tiny towers (data_samples/tiny-foundation) composed into a Llava with a random projector;
@@ -37,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from llavamed_lite.eval.generate import answer_batch, chat_prompt, open_image
+from llavamed_lite.eval.generate import answer_questions, chat_prompt, open_image
 from llavamed_lite.eval.vqa import load_benchmark
 from llavamed_lite.io import atomic_write_json
 from llavamed_lite.model.compose import compose_llava
@@ -62,28 +64,31 @@ def tiny_model(workdir: Path, model_dir: str | None = None, dtype: str = "float3
 
 
 @torch.inference_mode()
-def generate_one(model, processor, items, max_new_tokens: int) -> list[str]:
-    """LLaVA-Med's way: `model.generate` on one question (the items passed hold one)."""
+def generate_one(model, processor, item, max_new_tokens: int) -> str:
+    """LLaVA-Med's way: `model.generate` on one question."""
     tokenizer = processor.tokenizer
-    inputs = processor(images=[open_image(it) for it in items], text=[chat_prompt(processor, it.question) for it in items],
-                       return_tensors="pt")
+    inputs = processor(images=[open_image(item)], text=[chat_prompt(processor, item.question)], return_tensors="pt")
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return [t.strip() for t in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def one_at_a_time(model, processor, items, batch_size: int, max_new_tokens: int) -> list[str]:
+    return [generate_one(model, processor, it, max_new_tokens) for it in items]
 
 
 def questions_per_second(answer, model, processor, items, batch_size: int, max_new_tokens: int):
-    texts, start = [], time.perf_counter()
-    for i in range(0, len(items), batch_size):
-        texts += answer(model, processor, items[i:i + batch_size], max_new_tokens)
+    start = time.perf_counter()
+    texts = answer(model, processor, items, batch_size, max_new_tokens)
     return len(items) / (time.perf_counter() - start), texts
 
 
 def phases(model, processor, items, batch_size: int, max_new_tokens: int, repeats: int) -> dict:
-    """Where a batch's time goes, in ms per batch: the model calls of `answer_batch` (the pass over each image and
-    the prompt before the question, the pass over the questions, the decoding steps) and the rest (reading images,
-    the processor, the loop). Timed by wrapping this model's forward, after the timed runs; the fastest of `repeats`."""
+    """Where the time of 16 questions (a batch's worth) goes, in ms: the model calls of `answer_questions` (the passes
+    over images and the prompt before the question, the passes over the questions, the decoding steps) and the rest
+    (reading images, the processor, the loop). Timed by wrapping this model's forward, after the timed runs; the
+    fastest of `repeats`."""
     return min((one_phase_run(model, processor, items, batch_size, max_new_tokens) for _ in range(repeats)),
                key=lambda run: run["ms_per_batch"])
 
@@ -102,25 +107,37 @@ def one_phase_run(model, processor, items, batch_size: int, max_new_tokens: int)
     forward, model.forward = model.forward, timed
     try:
         start = time.perf_counter()
-        for i in range(0, len(items), batch_size):
-            answer_batch(model, processor, items[i:i + batch_size], max_new_tokens)
+        answer_questions(model, processor, items, batch_size, max_new_tokens)
         total = time.perf_counter() - start
     finally:
         del model.forward  # the instance attribute goes; the class's forward is back
-    batches = -(-len(items) // batch_size)
+    batches = len(items) / batch_size
     ms = {kind: round(sum(t for k, t in calls if k == kind) / batches * 1e3, 2) for kind in ("prefix", "questions", "decode")}
     return {"ms_per_batch": round(total / batches * 1e3, 2), **{f"{k}_ms": v for k, v in ms.items()},
             "decode_steps_per_batch": round(sum(k == "decode" for k, _ in calls) / batches, 1),
             "rest_ms": round(total / batches * 1e3 - sum(ms.values()), 2)}
 
 
+def matmul_gflops(model, rows: int, repeats: int = 200) -> float:
+    """GFLOP/s of one LM weight product (hidden -> intermediate size) on `rows` token rows, in the model's dtype."""
+    text = model.config.text_config
+    x = torch.randn(rows, text.hidden_size, dtype=model.dtype)
+    w = torch.randn(text.intermediate_size, text.hidden_size, dtype=model.dtype)
+    for _ in range(20):
+        torch.nn.functional.linear(x, w)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.nn.functional.linear(x, w)
+    return round(2 * rows * w.numel() * repeats / (time.perf_counter() - start) / 1e9, 1)
+
+
 def best_of(repeats: int, model, processor, items, single_items, batch_size: int, max_new_tokens: int) -> dict:
     """The three ways interleaved, best of `repeats` each: other work on a shared CPU slows runs at random, and the
     best run is the one least disturbed."""
-    ways = {"batched": (answer_batch, items, batch_size), "one_at_a_time": (generate_one, single_items, 1),
-            "ours_one_at_a_time": (answer_batch, single_items, 1)}
-    answer_batch(model, processor, items[:batch_size], max_new_tokens)  # warm-up
-    generate_one(model, processor, items[:1], max_new_tokens)
+    ways = {"batched": (answer_questions, items, batch_size), "one_at_a_time": (one_at_a_time, single_items, 1),
+            "ours_one_at_a_time": (answer_questions, single_items, 1)}
+    answer_questions(model, processor, items[:batch_size], batch_size, max_new_tokens)  # warm-up
+    generate_one(model, processor, items[0], max_new_tokens)
     qps, texts = {k: [] for k in ways}, {}
     for _ in range(repeats):
         for name, (answer, its, size) in ways.items():
@@ -195,6 +212,7 @@ def main() -> None:
                 base = ways["one_at_a_time"]["questions_per_s"]
                 runs.append({
                     "dtype": dtype, "max_new_tokens": max_new_tokens, **ways,
+                    "matmul_gflops": {f"{rows} rows": matmul_gflops(model, rows) for rows in (1, 16, 256)},
                     "speedup": round(ways["batched"]["questions_per_s"] / base, 2),
                     "speedup_ours_one_at_a_time": round(ways["ours_one_at_a_time"]["questions_per_s"] / base, 2),
                     # greedy decoding: batching and the loop change no answer

@@ -11,7 +11,8 @@ from PIL import Image
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.data.formats import ANSWER_FIELDS
 from llavamed_lite.eval.evaluate import score_answers
-from llavamed_lite.eval.generate import answer_batch, answered, chat_prompt, generate_answers, open_image
+from llavamed_lite.eval.generate import (answer_questions, answered, chat_prompt, generate_answers, open_image,
+                                         shortest_first_per_images)
 from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, with_closed_suffix, write_llava_vqa
 
 
@@ -27,10 +28,16 @@ def test_prompt_is_mistral_instruct_with_the_image_first(tiny_llava):
 
 def test_batched_answers_equal_one_at_a_time(tiny_llava, items):
     model, processor = tiny_llava
-    batched = answer_batch(model, processor, items, max_new_tokens=6)
-    single = [answer_batch(model, processor, [it], max_new_tokens=6)[0] for it in items]
+    batched = answer_questions(model, processor, items, max_new_tokens=6)
+    single = [answer_questions(model, processor, [it], max_new_tokens=6)[0] for it in items]
     assert batched == single
     assert processor.tokenizer.padding_side == "right"  # the shared processor is left as it was
+
+
+def test_questions_are_read_shortest_first_within_runs_of_images():
+    items = [VQAItem(f"q{i}", image, "?", "", "OPEN") for i, image in enumerate("aabbcca")]
+    # runs about 2 images: a a b b | c c a (image a again, after its run ended)
+    assert shortest_first_per_images(items, [5, 1, 4, 2, 3, 9, 0], images=2) == [1, 3, 2, 0, 6, 4, 5]
 
 
 def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items):
@@ -38,7 +45,7 @@ def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items
     still those of `model.generate` on each question alone."""
     model, processor = tiny_llava
     tokenizer = processor.tokenizer
-    on_shared_images = [dataclasses.replace(it, question_id=f"{it.question_id}-{k}", image=items[k % 2].image)
+    on_shared_images = [dataclasses.replace(it, question_id=f"{it.question_id}-{k}", image=items[k % 3].image)
                         for k, it in enumerate(items + items[:3])]
 
     def generate_one(it, stopper):
@@ -67,7 +74,11 @@ def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items
     lengths = {len(ids) for ids in alone}
     assert len(lengths) > 1 and min(lengths) < 8  # some rows stop early, at different steps
     expected = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in alone]
-    assert answer_batch(stopper, processor, on_shared_images, max_new_tokens=8) == expected
+    assert answer_questions(stopper, processor, on_shared_images, max_new_tokens=8) == expected
+    # Smaller batches: questions join rows that are still writing (caches of other lengths, padded to one), and
+    # with batch size 2 the images (in no order) are encoded two at a time, some twice.
+    for batch_size in (4, 3, 2):
+        assert answer_questions(stopper, processor, on_shared_images, batch_size, max_new_tokens=8) == expected
 
 
 def test_answer_file_and_resume(tiny_llava, items, tmp_path):
@@ -104,6 +115,9 @@ def test_generation_refuses_bad_input(tiny_llava, items, tmp_path):
     bad = VQAItem("q-broken", str(broken), "Is it?", "yes", "CLOSED")
     with pytest.raises(ValueError, match="question q-broken: .*broken.png: not a readable image"):
         generate_answers(model, processor, [bad], tmp_path / "a.jsonl", "m", progress=False)
+    smuggled = dataclasses.replace(items[0], question_id="q-smuggled", question="What is <image> here?")
+    with pytest.raises(ValueError, match="question q-smuggled: the text holds the image token '<image>'"):
+        generate_answers(model, processor, [items[1], smuggled], tmp_path / "a.jsonl", "m", progress=False)
     (tmp_path / "junk.jsonl").write_text('{"text": "no id"}\n')
     with pytest.raises(ValueError, match="junk.jsonl: line 1 is not an answer record"):
         answered(tmp_path / "junk.jsonl")
@@ -123,7 +137,9 @@ def test_evaluate_command_on_vqa_rad(tiny_llava_dir, tmp_path, capsys):
             "--batch-size", "4", "--max-new-tokens", "3", "--closed-suffix", "--device", "cpu"]
     assert cli_main(args) == 0
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 6 and answers[0]["prompt"].endswith("[yes, no]")
+    assert len(answers) == 6  # in the order they finished; matched to questions by question_id
+    closed = [a for a in answers if a["metadata"]["answer_type"] == "CLOSED"]
+    assert closed and all(a["prompt"].endswith("[yes, no]") for a in closed)
     scores = json.loads((out / "scores.json").read_text())
     assert scores["n_closed"] + scores["n_open"] == 6 and scores["benchmark"] == "vqa-rad"
     assert "PRES" in scores["by_question_type"]
