@@ -78,9 +78,15 @@ def test_quick_mode_cuts_only_the_tiny_training_steps(monkeypatch):
     assert load_config("tiny").stage2.max_steps == tiny.stage2.max_steps
 
 
-def test_make_test_runs_the_notebooks_in_quick_mode():
+def test_make_test_runs_the_notebooks_in_quick_mode_from_a_copy():
     makefile = (REPO_ROOT / "Makefile").read_text()
-    test_recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
-    assert "LLAVAMED_LITE_QUICK=1" in test_recipe and "--nbval-lax" in test_recipe
-    demo_recipe = makefile.split("\ndemo:")[1].split("\n\n")[0]
-    assert "QUICK" not in demo_recipe
+
+    def recipe(target: str) -> str:
+        return makefile.split(f"\n{target}:")[1].split("\n\n")[0]
+
+    assert "$(MAKE) test-notebooks" in recipe("test")
+    notebooks = recipe("test-notebooks")
+    assert "LLAVAMED_LITE_QUICK=1" in notebooks
+    assert "cp notebooks/*.ipynb $(QUICK_NOTEBOOKS)/" in notebooks  # the quick runs never land in notebooks/runs
+    assert "pytest $(QUICK_NOTEBOOKS) --nbval-lax" in notebooks
+    assert "QUICK" not in recipe("demo")
