@@ -45,17 +45,6 @@ def open_image(item: VQAItem) -> Image.Image:
         raise ValueError(f"question {item.question_id}: {e}") from None
 
 
-def image_groups(items: list[VQAItem]) -> tuple[list[int], list[int]]:
-    """(index of the first item of each distinct image, group number of every item), images in order of appearance."""
-    firsts, group, number = [], [], {}
-    for i, it in enumerate(items):
-        if str(it.image) not in number:
-            number[str(it.image)] = len(firsts)
-            firsts.append(i)
-        group.append(number[str(it.image)])
-    return firsts, group
-
-
 class ImagePrefixes:
     """The KV cache of the prompt up to each image's last token ("<s>[INST] <image>...", the prefix), for the images
     of the questions about to start.
@@ -221,7 +210,7 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
     rows, written = None, {}  # written: the tokens of each question being answered
     while waiting or rows is not None:
         writing = [i in written for i in rows.items] if rows is not None else []
-        refill = waiting and batch_size - sum(writing) >= min(half, len(waiting))
+        refill = bool(waiting) and batch_size - sum(writing) >= min(half, len(waiting))
         if rows is not None and (refill or len(writing) - sum(writing) >= half or not any(writing)):
             rows = rows.select(writing) if any(writing) else None  # the finished rows leave
         if refill:
@@ -284,8 +273,10 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
             raise ValueError(f"{out_path}: question {it.question_id} was answered with another prompt "
                              f"({done[str(it.question_id)]!r}); use another output file")
     todo = [it for it in items if str(it.question_id) not in done]
-    _, group = image_groups(todo)
-    todo = [it for _, it in sorted(zip(group, todo), key=lambda pair: pair[0])]  # questions on one image together
+    first_seen = {}
+    for it in todo:
+        first_seen.setdefault(str(it.image), len(first_seen))
+    todo.sort(key=lambda it: first_seen[str(it.image)])  # questions on one image together, images in order
     model.eval()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress)
     with bar:
