@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-unit test-notebooks notebooks bench clean
+.PHONY: install demo lab test test-unit test-notebooks notebooks bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,14 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/llavamed-lite run --scale tiny --run-dir runs/demo
+
+# JupyterLab on this machine only, in notebooks/ (so a notebook's run_dir "runs/tiny" is notebooks/runs/tiny, as with
+# papermill --cwd notebooks), with the venv's python3 kernel. MPLBACKEND is left to the kernel: Agg hides the figures.
+# --allow-root: containers often run as root, where JupyterLab otherwise refuses to start.
+lab: $(STAMP)
+	@echo "make lab: open the http://127.0.0.1:...?token=... URL that JupyterLab prints below; Ctrl-C twice stops it."
+	env -u MPLBACKEND $(BIN)/jupyter-lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+		--MappingKernelManager.default_kernel_name=python3 --allow-root
 
 # The notebooks run as a smoke test here: LLAVAMED_LITE_QUICK=1 caps each tiny training stage at 300 steps (config.py),
 # so CI stays well under 30 minutes; `make demo` and `make notebooks` run the full tiny recipe. They run from a copy
