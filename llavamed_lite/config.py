@@ -13,12 +13,18 @@ from typing import Any, Mapping, Sequence
 from .paths import TINY_FOUNDATION
 
 SCALES = ("tiny", "lora", "full")
-# Set by `make test`: the notebooks run as a smoke test with every tiny training stage cut to QUICK_STEPS, so CI
-# checks every code path in minutes; `make demo` / `make notebooks` run the full tiny recipe (about 24 minutes).
+# Quick mode (`make test`, `llavamed-lite run --quick`): a smoke test of every code path in minutes. Each training
+# stage is cut to QUICK_STEPS; at `lora` / `full` the batches shrink to 2 and the inputs are those that need no
+# network (the curated chain on the synthetic PMC packages, VQA-RAD), so the GPU presets' shapes run on a CPU with
+# miniature models (`llavamed-lite make-mini`). `make demo` / `make notebooks` run the full tiny recipe.
 QUICK_ENV = "LLAVAMED_LITE_QUICK"
-QUICK_STEPS = 300
+QUICK_STEPS = {"tiny": 300, "lora": 2, "full": 2}
 HUB_VISION = "openai/clip-vit-large-patch14-336"
 HUB_LM = "mistralai/Mistral-7B-Instruct-v0.2"
+# Where LLaVA-Med's official download script fetches its released data (CC BY-NC 4.0: fetched at run time, never
+# committed). A local copy in the same layout, or with all files in one folder, works the same.
+RELEASE_URL = "https://hanoverprod.z21.web.core.windows.net/med_llava/"
+DATA_SOURCES = ("tiny", "llava-med", "curated")
 
 
 @dataclass
@@ -57,11 +63,22 @@ class TrainConfig:
     logging_steps: int = 10
     template: str | None = None  # "plain" or "mistral_instruct"; None = the stage's (plain for stage 1)
     group_by_length: bool = False  # batch records of similar length together (less padding)
-    skip_bad: bool = False  # skip (and count) bad training records instead of stopping at the first
+    skip_bad: bool = False  # skip (and report) bad training records instead of stopping with the list of them
+    num_workers: int = 0  # dataloader worker processes (collating and image decoding off the training process)
+    image_cache: bool = False  # shrink images once to the model's input size, into <stage folder>/image_cache
 
 
 @dataclass
 class DataConfig:
+    # What stages 1 and 2 train on: "tiny" (the tiny world), "llava-med" (LLaVA-Med's released files: alignment
+    # 500K for stage 1, an instruct variant for stage 2) or "curated" (our chain: notebook 02's alignment records,
+    # notebook 03's conversations). Default per scale: tiny at `tiny`, llava-med at `lora` / `full`.
+    source: str = "tiny"
+    release: str = RELEASE_URL  # llava-med: a local folder or a base URL holding the released files
+    instruct_variant: str = "60k-im"  # llava-med stage 2: 10k, 60k or 60k-im (with inline mentions)
+    max_pairs: int | None = None  # llava-med: train on this many pairs, sampled round-robin over the five domains
+    benchmark: str = "tiny"  # VQA fine-tuning data: tiny (the world's questions), vqa-rad, slake or pathvqa
+    benchmark_data: str | None = None  # the benchmark's folder (None: data_samples/; PathVQA has to be given)
     image_size: int = 64  # tiny-world figure size in pixels
     n_train_figures: int = 3000  # tiny world: figures for training (stage 1, stage 2, VQA)
     n_heldout_figures: int = 300  # tiny world: held-out figures for evaluation
@@ -126,11 +143,15 @@ def _lora() -> Config:
     for name in ("stage2", "vqa"):
         stages[name] = dataclasses.replace(stages[name], lr=2e-4, projector_lr=2e-5, batch_size=16, grad_accum=8)
     stages["stage1"] = dataclasses.replace(stages["stage1"], grad_accum=8)
-    return Config(scale="lora", model=_gpu_model(True), data=DataConfig(image_size=336), **stages)
+    return Config(scale="lora", model=_gpu_model(True), data=_gpu_data(), **stages)
+
+
+def _gpu_data() -> DataConfig:
+    return DataConfig(source="llava-med", benchmark="vqa-rad", image_size=336)
 
 
 def _full() -> Config:
-    return Config(scale="full", model=_gpu_model(False), data=DataConfig(image_size=336), **_paper_stages())
+    return Config(scale="full", model=_gpu_model(False), data=_gpu_data(), **_paper_stages())
 
 
 PRESETS = {"tiny": _tiny, "lora": _lora, "full": _full}
@@ -142,10 +163,25 @@ def load_config(scale: str = "tiny", overrides: Mapping[str, Any] | Sequence[str
     if scale not in PRESETS:
         raise ValueError(f"unknown scale preset {scale!r}: choose one of {', '.join(SCALES)}")
     cfg = PRESETS[scale]()
-    if scale == "tiny" and os.environ.get(QUICK_ENV, "") not in ("", "0"):
-        for stage in (cfg.stage1, cfg.stage2, cfg.vqa):
-            stage.max_steps = QUICK_STEPS if stage.max_steps < 0 else min(stage.max_steps, QUICK_STEPS)
+    if quick_mode():
+        apply_quick(cfg)
     return apply_overrides(cfg, overrides or {})
+
+
+def quick_mode() -> bool:
+    return os.environ.get(QUICK_ENV, "") not in ("", "0")
+
+
+def apply_quick(cfg: Config) -> Config:
+    """The smoke-test sizes of quick mode (see QUICK_ENV), in place."""
+    steps = QUICK_STEPS[cfg.scale]
+    for stage in (cfg.stage1, cfg.stage2, cfg.vqa):
+        stage.max_steps = steps if stage.max_steps < 0 else min(stage.max_steps, steps)
+        if cfg.scale != "tiny":
+            stage.batch_size, stage.grad_accum = 2, 1
+    if cfg.scale != "tiny":
+        cfg.data.source = "curated"
+    return cfg
 
 
 def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | Sequence[str]) -> Config:
@@ -170,6 +206,43 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any] | Sequence[str]) -
         if name not in fields or dataclasses.is_dataclass(getattr(target, name)):
             raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(config_keys(cfg))}")
         setattr(target, name, _coerce(value, typing.get_type_hints(type(target))[name], key))
+    return validate(cfg)
+
+
+# Range of every numeric field (a value outside it is refused by `validate`): (lowest, highest, lowest included).
+_RANGES = {
+    "Config": {"seed": (0, None, True)},
+    "ModelConfig": {},
+    "TrainConfig": {"epochs": (0, None, False), "lr": (0, None, False), "projector_lr": (0, None, False),
+                    "batch_size": (1, None, True), "grad_accum": (1, None, True), "warmup_ratio": (0, 1, True),
+                    "weight_decay": (0, None, True), "max_length": (1, None, True), "lora_r": (1, None, True),
+                    "lora_alpha": (0, None, False), "lora_dropout": (0, 1, True), "save_steps": (1, None, True),
+                    "logging_steps": (1, None, True)},
+    "DataConfig": {"image_size": (1, None, True), "n_train_figures": (1, None, True),
+                   "n_heldout_figures": (1, None, True), "n_articles": (1, None, True), "max_articles": (1, None, True)},
+}
+_CHOICES = {"projector": ("mlp2x_gelu", "linear"), "vision_feature_select_strategy": ("default", "full"),
+            "dtype": ("float32", "bfloat16", "float16"), "template": ("plain", "mistral_instruct"), "scale": SCALES}
+
+
+def validate(cfg: Any, prefix: str = "") -> Any:
+    """Refuse values no run could use (save_steps=0, epochs=-1, ...) when they are set, not steps into training.
+    Raises ValueError naming the dotted key."""
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            validate(value, key + ".")
+            continue
+        if value is None:
+            continue
+        if f.name == "max_steps" and value != -1 and value < 1:
+            raise ValueError(f"config key {key!r}: must be -1 (use epochs) or >= 1, got {value!r}")
+        if f.name in _CHOICES and value not in _CHOICES[f.name]:
+            raise ValueError(f"config key {key!r}: must be one of {', '.join(_CHOICES[f.name])}, got {value!r}")
+        low, high, closed = _RANGES[type(cfg).__name__].get(f.name, (None, None, True))
+        if (low is not None and (value < low or (value == low and not closed))) or (high is not None and value >= high):
+            bound = f"{'>=' if closed else '>'} {low}" + (f" and < {high}" if high is not None else "")
+            raise ValueError(f"config key {key!r}: must be {bound}, got {value!r}")
     return cfg
 
 

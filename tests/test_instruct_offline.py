@@ -8,7 +8,8 @@ import pytest
 
 from llavamed_lite.config import load_config
 from llavamed_lite.data.formats import DOMAINS, read_training_records
-from llavamed_lite.instruct import make_backend, synthesize, synthesize_tiny_instruct
+from llavamed_lite.instruct import make_backend, synthesize
+from llavamed_lite.sources import ensure_instruct
 from llavamed_lite.instruct.offline import answer_sentence, offline_conversation
 from llavamed_lite.instruct.postprocess import clean_response
 from llavamed_lite.instruct.stats import dataset_stats, question_kind
@@ -82,7 +83,7 @@ def test_question_kinds():
 
 def test_tiny_instruct_is_built_once_and_valid(tmp_path):
     cfg = load_config("tiny", {"data.n_train_figures": 25, "data.n_heldout_figures": 5})
-    path = synthesize_tiny_instruct(tmp_path, cfg)
+    path = ensure_instruct(cfg, tmp_path).path
     assert path == tmp_path / "instruct" / "instruct_train.json"
     records, errors = read_training_records(path)
     assert len(records) == 25 and not errors
@@ -90,13 +91,13 @@ def test_tiny_instruct_is_built_once_and_valid(tmp_path):
     stats = json.loads(stats_path(path).read_text())
     assert stats["records"] == 25 and stats["source"]["backend"] == "offline"
     mtime = path.stat().st_mtime_ns
-    assert synthesize_tiny_instruct(tmp_path, cfg) == path and path.stat().st_mtime_ns == mtime  # idempotent
+    assert ensure_instruct(cfg, tmp_path).path == path and path.stat().st_mtime_ns == mtime  # idempotent
     other = load_config("tiny", {"data.n_train_figures": 25, "data.n_heldout_figures": 5, "seed": 1})
-    synthesize_tiny_instruct(tmp_path, other)
+    ensure_instruct(other, tmp_path)
     assert json.loads(path.read_text()) != records  # a new seed rebuilds it
     stats_path(path).write_text(json.dumps({"source": {"backend": "openai", "model": "gpt-4o"}}))
     path.write_text("[]")
-    assert synthesize_tiny_instruct(tmp_path, cfg) == path and path.read_text() == "[]"  # an LLM's file is kept
+    assert ensure_instruct(cfg, tmp_path).path == path and path.read_text() == "[]"  # an LLM's file is kept
     s = dataset_stats(records)
     assert len(s["turns"]) == 25 and set(s["question_kinds"]) == set(DOMAINS)
 

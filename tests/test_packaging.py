@@ -60,20 +60,29 @@ def test_presets_follow_the_paper():
     assert lora.model.load_in_4bit and lora.stage2.lora and not full.stage2.lora
 
 
-def test_quick_mode_cuts_only_the_tiny_training_steps(monkeypatch):
-    """`make test` runs the notebooks with LLAVAMED_LITE_QUICK=1: every tiny stage capped, nothing else changed."""
+def test_quick_mode_cuts_the_training_steps_at_every_scale(monkeypatch):
+    """Quick mode (`make test`, `run --quick`): every stage capped; at the GPU presets also batches of 2 and inputs
+    that need no network; the models and rates stay the preset's."""
     from llavamed_lite.config import QUICK_ENV, QUICK_STEPS
 
     monkeypatch.delenv(QUICK_ENV, raising=False)
-    tiny = load_config("tiny")
-    assert tiny.stage2.max_steps > QUICK_STEPS and tiny.vqa.max_steps == -1 and tiny.vqa.epochs > 1
+    tiny, full, lora = load_config("tiny"), load_config("full"), load_config("lora")
+    assert tiny.stage2.max_steps > QUICK_STEPS["tiny"] and tiny.vqa.max_steps == -1 and tiny.vqa.epochs > 1
+    assert full.stage2.max_steps == -1 and full.data.source == "llava-med"  # GPU presets: the paper's epochs
     monkeypatch.setenv(QUICK_ENV, "1")
     quick = load_config("tiny")
-    assert [s.max_steps for s in (quick.stage1, quick.stage2, quick.vqa)] == [
-        min(tiny.stage1.max_steps, QUICK_STEPS), QUICK_STEPS, QUICK_STEPS]
-    assert (quick.stage2.lr, quick.vqa.lr, quick.model) == (tiny.stage2.lr, tiny.vqa.lr, tiny.model)
+    cap = QUICK_STEPS["tiny"]
+    assert [s.max_steps for s in (quick.stage1, quick.stage2, quick.vqa)] == [min(tiny.stage1.max_steps, cap), cap, cap]
+    assert (quick.stage2.lr, quick.vqa.lr, quick.model, quick.data) == (tiny.stage2.lr, tiny.vqa.lr, tiny.model, tiny.data)
+    assert quick.stage2.batch_size == tiny.stage2.batch_size
     assert load_config("tiny", {"stage2.max_steps": 5}).stage2.max_steps == 5  # explicit overrides still win
-    assert load_config("full").stage2.max_steps == -1  # GPU presets are never cut
+    for scale in ("lora", "full"):
+        q = load_config(scale)
+        assert [s.max_steps for s in (q.stage1, q.stage2, q.vqa)] == [QUICK_STEPS[scale]] * 3
+        assert (q.stage2.batch_size, q.stage2.grad_accum, q.data.source) == (2, 1, "curated")
+        preset = {"lora": lora, "full": full}[scale]
+        assert (q.model, q.stage2.lr, q.stage2.lora) == (preset.model, preset.stage2.lr, preset.stage2.lora)
+        assert load_config(scale, {"data.source": "llava-med"}).data.source == "llava-med"
     monkeypatch.setenv(QUICK_ENV, "0")
     assert load_config("tiny").stage2.max_steps == tiny.stage2.max_steps
 

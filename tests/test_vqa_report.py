@@ -13,7 +13,7 @@ from llavamed_lite.eval.report import (
     baseline_scores, examples_table, forgiven_examples, paper_table, pick_examples, plot_by_question_type,
     plot_gallery, predictions_for, scores_of, scores_table)
 from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad
-from llavamed_lite.train.stages import stage_folder
+from llavamed_lite.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +94,13 @@ def test_answer_items_resumes_and_names_the_model(tiny_llava_dir, rad_test, tmp_
     assert again[:3] == answers and len(again) == 4
 
 
-def test_vqa_stage_folder_per_benchmark():
-    assert [stage_folder(s) for s in ("1", "2", "vqa")] == ["stage1", "stage2", "vqa"]
-    assert stage_folder("vqa", "vqa-rad") == "vqa_rad" and stage_folder("2", "vqa-rad") == "stage2"
+def test_vqa_stage_folder_per_benchmark(tmp_path):
+    run = RunDir(tmp_path)
+    assert [run.stage(s).name for s in ("1", "2", "vqa")] == ["stage1", "stage2", "vqa"]
+    assert run.stage("vqa", "vqa-rad").name == "vqa_rad" and run.stage("2", "vqa-rad").name == "stage2"
+    assert run.stage("vqa", "slake").name == "vqa_slake" and run.model("vqa", "slake") == tmp_path / "vqa_slake" / "model"
     with pytest.raises(ValueError, match="unknown stage '3'"):
-        stage_folder("3")
+        run.stage("3")
 
 
 def test_evaluate_restart_drops_the_old_answers(tiny_llava_dir, tmp_path):

@@ -5,8 +5,9 @@
         --scale full --image-classifier auto
 
 Outputs land in run_dir/data/pmc/ (captions.json, image_manifest.jsonl, alignment.json, images/, hf_dataset/,
-report.json, rejects.jsonl; see llavamed_lite.data.pipeline.curated_paths). Re-running resumes: finished downloads and
-finished packages are not redone.
+report.json, rejects.jsonl; see llavamed_lite.runs.RunDir.curated). Re-running resumes: finished downloads and
+finished packages are not redone. Inputs holding no package or article are refused (exit 2), and a run that kept no
+figure never replaces outputs in which an earlier run kept some (exit 1).
 """
 
 import argparse
@@ -14,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..cli import add_config_arguments, config_from_args
+from ..cli import add_config_arguments, config_from_args, count, number
+from ..runs import RunDir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "to download first (default: data.manifest of the config)")
     parser.add_argument("--base-url", default=None, help="base URL for the File column of oa_file_list.csv")
     parser.add_argument("--download-dir", default=None, help="where packages go (default: run_dir/data/pmc_packages)")
-    parser.add_argument("--max-articles", type=int, default=None, help="default: data.max_articles of the config")
-    parser.add_argument("--workers", type=int, default=4, help="concurrent downloads")
-    parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--max-articles", type=count(1), default=None, help="default: data.max_articles of the config")
+    parser.add_argument("--workers", type=count(1), default=4, help="concurrent downloads")
+    parser.add_argument("--timeout", type=number(), default=30.0)
+    parser.add_argument("--retries", type=count(0), default=3)
     parser.add_argument("--image-classifier", default="none",
                         help="'none' (caption vocabulary only), 'auto' (the config's vision tower), or a CLIP path/name")
     parser.add_argument("--keep-other", action="store_true", help="keep figures outside the five domains")
-    parser.add_argument("--min-caption-words", type=int, default=5)
+    parser.add_argument("--min-caption-words", type=count(0), default=5)
     parser.add_argument("--restart", action="store_true",
                         help="curate every package again (after changing filters or classifier); downloads are kept")
     parser.add_argument("--no-progress", action="store_true")
@@ -43,12 +45,13 @@ def image_classifier_for(spec: str, cfg):
     """The classifier a --image-classifier value names, or None. Tiny scale: the stage-0 CLIP, prompted with
     captions from the tiny world's own generator (the only language it knows); other scales: a real CLIP,
     prompted in the words of real captions, with "other" prompts (charts, diagrams, blots)."""
+    from ..model.placement import resolve_device
     from .domains import OTHER_PROMPTS, ImageDomainClassifier
 
     if spec == "none":
         return None
     model = cfg.model.vision if spec == "auto" else spec
-    device = "cuda" if cfg.device == "cuda" else "cpu"
+    device = resolve_device(cfg.device)
     if cfg.scale == "tiny":
         if not Path(model).exists():
             print(f"curate: no tiny CLIP at {model}; classifying by caption only", file=sys.stderr)
@@ -66,9 +69,9 @@ def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
 
     from ..io import atomic_write_json
     from .extract import ArchiveError, extract_listed_images
-    from .pipeline import curated_paths
 
-    out = curated_paths(run_dir)["root"] / "manifest_images"
+    paths = RunDir(run_dir).curated()
+    out = paths["manifest_images"]
     rows = []
     for p in packages:
         if not (folder / p.name).exists():
@@ -79,14 +82,14 @@ def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
         except ArchiveError as e:
             rows += [{"pair_id": pid, "status": "failed", "reason": f"bad package ({e})"} for _, pid in p.images]
     counts = Counter(f"{r['status']}: {r['reason'].split(' (')[0]}" for r in rows)
-    atomic_write_json(out.parent / "manifest_images_report.json", {"counts": dict(counts), "images": rows})
+    atomic_write_json(paths["manifest_images_report"], {"counts": dict(counts), "images": rows})
     print(f"manifest images -> {out}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 
 
 def main(args: argparse.Namespace) -> int:
     from .download import download_all, read_manifest
     from .filters import FilterConfig
-    from .pipeline import Curator, find_sources
+    from .pipeline import Curator, CurationError, find_sources
 
     cfg = config_from_args(args)
     max_articles = args.max_articles if args.max_articles is not None else cfg.data.max_articles
@@ -95,8 +98,11 @@ def main(args: argparse.Namespace) -> int:
     manifest = args.manifest or cfg.data.manifest
     if manifest:
         kwargs = {"base_url": args.base_url} if args.base_url else {}
+        if not Path(manifest).is_file():
+            print(f"curate: manifest {manifest}: no such file", file=sys.stderr)
+            return 2
         packages = read_manifest(manifest, max_packages=max_articles, **kwargs)
-        folder = Path(args.download_dir or Path(args.run_dir) / "data" / "pmc_packages")
+        folder = Path(args.download_dir or RunDir(args.run_dir).pmc_packages)
         report = download_all(packages, folder, workers=args.workers, timeout=args.timeout, retries=args.retries,
                               progress=not args.no_progress)
         print(report)
@@ -112,9 +118,17 @@ def main(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         print(f"curate: {e}", file=sys.stderr)
         return 2
+    if not sources:
+        print(f"curate: no PMC package (.tar.gz, .tgz, .tar) or JATS article (.nxml, .xml) in "
+              f"{', '.join(map(str, inputs))}", file=sys.stderr)
+        return 2
     filters = FilterConfig(keep_other=args.keep_other, min_caption_words=args.min_caption_words)
     curator = Curator(args.run_dir, filters, image_classifier_for(args.image_classifier, cfg), seed=cfg.seed)
-    result = curator.run(sources, max_articles=max_articles, progress=not args.no_progress, restart=args.restart)
+    try:
+        result = curator.run(sources, max_articles=max_articles, progress=not args.no_progress, restart=args.restart)
+    except CurationError as e:
+        print(f"curate: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(result.report, indent=2))
     print(f"curate: outputs in {result.data_dir}")
     return 0

@@ -89,9 +89,10 @@ class DownloadError(Exception):
 
 
 # ---- manifests ---------------------------------------------------------------------------------------------
-def read_manifest(path: str | Path, base_url: str = PMC_OA_BASE, max_packages: int | None = None) -> list[Package]:
+def read_manifest(path: str | Path, base_url: str = PMC_OA_BASE, max_packages: int | None = None,
+                  pair_ids: set[str] | None = None) -> list[Package]:
     """Packages from an oa_file_list CSV or a LLaVA-Med image manifest JSONL (one line per image, grouped here
-    by pmc_tar_url). Errors name the file and line."""
+    by pmc_tar_url; `pair_ids` keeps only those images). Errors name the file and line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such manifest")
@@ -100,6 +101,8 @@ def read_manifest(path: str | Path, base_url: str = PMC_OA_BASE, max_packages: i
         for i, row in enumerate(iter_jsonl(path, skip_truncated_tail=False), 1):
             if not isinstance(row, dict) or not all(k in row for k in ("pmc_tar_url", "image_file_path", "pair_id")):
                 raise ValueError(f"{path}: line {i}: expected pmc_tar_url, image_file_path and pair_id")
+            if pair_ids is not None and str(row["pair_id"]) not in pair_ids:
+                continue
             url = row["pmc_tar_url"]
             if url not in packages:
                 packages[url] = Package(url=url, name=_name_from_url(url), pmcid=_pmcid(url))

@@ -5,7 +5,7 @@ then zero-shot CLIP for captions that name none) -> duplicates -> the figure sav
 Every package's outcome is appended to a ledger, so an interrupted run resumes where it stopped without redoing
 finished packages (and rebuilds its duplicate index from the ledger, so the result does not depend on where it
 stopped). Then `finalize` writes, atomically, under run_dir/data/pmc/ (beside the tiny world, which lives in
-run_dir/data/ itself; `curated_paths(run_dir)` names every file):
+run_dir/data/ itself; `RunDir(run_dir).curated()` names every file):
 
     captions.json          caption file: pair_id, pmid, fig_id, fig_label, fig_caption, in_text_mention, domain
                            (+ image, pmcid, domain_name, license: extra fields readers ignore)
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl
+from ..io import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from ..runs import RunDir
 from .alignment import alignment_records
 from .domains import OTHER, classify_caption, combine, domain_flags
 from .extract import ArchiveError, find_article_xml, find_graphic, safe_extract
@@ -37,15 +38,10 @@ from .filters import Deduplicator, FilterConfig, check_caption, count_reasons, o
 from .formats import write_records
 from .jats import JATSError, parse_article
 
-LEDGER = "curation_ledger.jsonl"
 
 
-def curated_paths(run_dir: str | Path) -> dict[str, Path]:
-    """Where curation writes in a run directory. "root" is the image root of captions.json and alignment.json."""
-    d = Path(run_dir) / "data" / "pmc"
-    return {"root": d, "captions": d / "captions.json", "image_manifest": d / "image_manifest.jsonl",
-            "alignment": d / "alignment.json", "images": d / "images", "hf_dataset": d / "hf_dataset",
-            "report": d / "report.json", "rejects": d / "rejects.jsonl", "ledger": d / LEDGER}
+class CurationError(RuntimeError):
+    """A run whose outputs would be worse than what is already there; the earlier outputs are kept."""
 
 
 @dataclass
@@ -95,7 +91,7 @@ class Curator:
 
     def __init__(self, run_dir: str | Path, filters: FilterConfig | None = None, image_classifier=None,
                  seed: int = 0):
-        self.paths = curated_paths(run_dir)
+        self.paths = RunDir(run_dir).curated()
         self.data_dir = self.paths["root"]
         self.images = self.paths["images"]
         self.ledger = self.paths["ledger"]
@@ -107,7 +103,7 @@ class Curator:
     def curate_source(self, source: Source, dedup: Deduplicator) -> dict:
         """Process one source; returns its ledger entry (kept figures with their records, rejects)."""
         entry = {"source": source.name, "status": "ok", "reason": None, "kept": [], "rejected": []}
-        work = self.data_dir / "tmp" / re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)
+        work = self.paths["work"] / re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)
         try:
             if source.kind == "package":
                 files = safe_extract(source.path, work)
@@ -176,6 +172,8 @@ class Curator:
         """Curate the sources not yet in the ledger, then finalize. Safe to call again after an interruption.
         The ledger keeps each package's decisions: after changing filters or classifier, pass restart=True
         (which deletes the earlier outputs of this run directory)."""
+        if max_articles is not None and max_articles < 1:
+            raise ValueError(f"max_articles must be >= 1, got {max_articles}")
         if restart:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.images.mkdir(parents=True, exist_ok=True)
@@ -191,7 +189,7 @@ class Curator:
             entry = self.curate_source(source, dedup)
             append_jsonl(self.ledger, [entry])
             entries[source.name] = entry
-        shutil.rmtree(self.data_dir / "tmp", ignore_errors=True)
+        shutil.rmtree(self.paths["work"], ignore_errors=True)
         return self.finalize([entries[s.name] for s in sources])
 
     def _ledger_entries(self) -> dict[str, dict]:
@@ -201,6 +199,8 @@ class Curator:
 
     # ---- outputs ----
     def finalize(self, entries: list[dict]) -> CurationResult:
+        """Write the outputs for `entries`. A result with no figure never replaces outputs that hold some (raises
+        CurationError, everything kept): wrong inputs must not wipe a finished run."""
         records, manifest, rejects = [], [], []
         for e in entries:
             if e["status"] != "ok":
@@ -212,6 +212,15 @@ class Curator:
                 manifest.append({"pmc_tar_url": k["pmc_tar_url"], "image_file_path": k["image_file_path"],
                                  "pair_id": k["record"]["pair_id"]})
         d, paths = self.data_dir, self.paths
+        if not records and paths["captions"].is_file():
+            try:
+                earlier = len(read_json(paths["captions"]))
+            except (ValueError, TypeError):
+                earlier = 0
+            if earlier:
+                raise CurationError(f"this run kept no figure from {len(entries)} source(s), but {paths['captions']} "
+                                    f"holds {earlier} from an earlier run; the earlier outputs were kept (pass "
+                                    "--restart / restart=True to start over)")
         write_records(paths["captions"], records)
         atomic_write_text(paths["image_manifest"], "".join(_jsonl(m) for m in manifest))
         alignment = alignment_records(records, d, seed=self.seed)

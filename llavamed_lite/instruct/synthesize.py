@@ -17,7 +17,6 @@ from pathlib import Path
 
 from ..data.formats import RecordError, read_caption_file, validate_caption_record, write_records
 from ..io import atomic_write_json, read_json
-from ..runs import stage_dir
 from .cache import ResponseCache, request_key
 from .client import OpenAIBackend, Request
 from .cost import CostEstimate, check_budget, estimate_cost, price_for
@@ -136,20 +135,25 @@ def write_instruct(out: str | Path, result: SynthesisResult, source: dict | None
     return Path(out)
 
 
-def synthesize_tiny_instruct(run_dir: str | Path, cfg, progress: bool = False) -> Path:
-    """run_dir/instruct/instruct_train.json: offline conversations for the tiny world's train captions (the world
-    is built in run_dir/data with the config's sizes if missing). Idempotent: a file made from the same captions
-    with the same seed and offline version is kept, and so is one written by another backend (notebook 03 with
-    `backend="openai"`): it was made on purpose. Image paths are relative to run_dir/data."""
-    from ..synth.world import build_tiny_world
+def replace_instruct(out: str | Path, result: SynthesisResult, source: dict | None = None) -> bool:
+    """`write_instruct`, unless `out` exists and this run is incomplete (a request failed: an HTTP error, the budget,
+    an empty answer): then the earlier file is kept and False returned. A good file is never replaced by a worse one;
+    rerun with the same cache to fill the gaps."""
+    if result.run["failed"] and Path(out).exists():
+        return False
+    write_instruct(out, result, source)
+    return True
+
+
+def synthesize_offline(captions: str | Path, out: str | Path, seed: int = 0, progress: bool = False) -> Path:
+    """Offline conversations for a caption file, written to `out` (the tiny world's stage-2 data). Idempotent: a file
+    made from the same captions with the same seed and offline version is kept, and so is one written by another
+    backend (notebook 03 with `backend="openai"`): it was made on purpose."""
     from .offline import OFFLINE_VERSION
 
-    world = build_tiny_world(stage_dir(run_dir, "data"), cfg.data.n_train_figures, cfg.data.n_heldout_figures,
-                             cfg.data.image_size, cfg.seed, progress=progress)
-    out = stage_dir(run_dir, "instruct") / "instruct_train.json"
-    source = {"captions": "data/" + world["captions_train"].name,
-              "captions_sha256": hashlib.sha256(world["captions_train"].read_bytes()).hexdigest(),
-              "backend": "offline", "offline_version": OFFLINE_VERSION, "seed": cfg.seed}
+    captions, out = Path(captions), Path(out)
+    source = {"captions": captions.name, "captions_sha256": hashlib.sha256(captions.read_bytes()).hexdigest(),
+              "backend": "offline", "offline_version": OFFLINE_VERSION, "seed": seed}
     if out.exists() and stats_path(out).exists():
         try:
             made_from = read_json(stats_path(out)).get("source", {})
@@ -157,6 +161,5 @@ def synthesize_tiny_instruct(run_dir: str | Path, cfg, progress: bool = False) -
                 return out
         except ValueError:
             pass  # an unreadable stats file: rebuild
-    captions = read_caption_file(world["captions_train"])
-    result = synthesize(captions, make_backend("offline", seed=cfg.seed), seed=cfg.seed, progress=progress)
+    result = synthesize(read_caption_file(captions), make_backend("offline", seed=seed), seed=seed, progress=progress)
     return write_instruct(out, result, source)

@@ -9,7 +9,9 @@ the merged export), `adapter/` (LoRA only), `checkpoints/` (the Trainer's, for -
 """
 
 import dataclasses
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,22 +19,23 @@ from pathlib import Path
 import torch
 import transformers
 from accelerate import PartialState
-from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainerCallback, TrainingArguments
+from safetensors.torch import load_file
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, TrainConfig
 from ..data.formats import load_records
 from ..io import atomic_write_json
-from ..model.compose import compose_from_config, load_projector, quiet_transformers, torch_dtype
-from ..model.freeze import freeze_for_stage, parameter_table
+from ..model.compose import compose_from_config, load_llava, load_projector, quiet_transformers
+from ..model.freeze import fp32_master_weights, freeze_for_stage, parameter_table
 from ..model.lora import add_lora, is_4bit, merge_adapter
-from ..runs import stage_dir
-from .collator import ConversationDataset, LlavaCollator
-from .inputs import stage_inputs
+from ..sources import stage_inputs
+from ..model.placement import resolve_device, resolve_dtype
+from ..runs import STAGES, RunDir
+from .collator import ConversationDataset, LlavaCollator, image_input_size
 
-STAGES = ("1", "2", "vqa")
-STAGE_DIRS = {"1": "stage1", "2": "stage2", "vqa": "vqa"}
+STAGE_CONFIGS = {"1": "stage1", "2": "stage2", "vqa": "vqa"}  # the Config field of each stage
 UPSTREAM = {"2": "1", "vqa": "2"}
 DEFAULT_TEMPLATE = {"1": "plain", "2": "mistral_instruct", "vqa": "mistral_instruct"}
 
@@ -52,16 +55,6 @@ class TrainResult:
     truncated: int = 0
 
 
-def stage_folder(stage: str, benchmark: str = "tiny") -> str:
-    """run_dir's folder for a stage; VQA fine-tuning on a real benchmark gets its own (vqa-rad -> vqa_rad/), so it
-    does not overwrite the tiny world's (vqa/)."""
-    stage = check_stage(stage)
-    if stage != "vqa" or benchmark == "tiny":
-        return STAGE_DIRS[stage]
-    name = benchmark.replace("-", "_")
-    return name if name.startswith("vqa") else f"vqa_{name}"
-
-
 def check_stage(stage) -> str:
     stage = str(stage)
     if stage not in STAGES:
@@ -70,31 +63,14 @@ def check_stage(stage) -> str:
 
 
 def stage_config(cfg: Config, stage: str) -> TrainConfig:
-    return getattr(cfg, STAGE_DIRS[check_stage(stage)])
-
-
-def use_cuda(cfg: Config) -> bool:
-    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-
-
-def quantization_config(cfg: Config):
-    """nf4 with double quantisation for the LM only; the vision tower, projector and head stay in their dtype."""
-    dtype = torch_dtype(cfg.model.dtype)
-    return transformers.BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
-        llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"])  # matched from the start
+    return getattr(cfg, STAGE_CONFIGS[check_stage(stage)])
 
 
 def load_saved(path: Path, cfg: Config, four_bit: bool):
-    """A model a previous stage saved, optionally with its LM in 4-bit (QLoRA)."""
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path}: not a saved model folder (no config.json)")
-    kwargs = dict(dtype=torch_dtype(cfg.model.dtype), attn_implementation=cfg.model.attn_implementation)
-    if four_bit:
-        kwargs["quantization_config"] = quantization_config(cfg)
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    return model, AutoProcessor.from_pretrained(path)
+    """A model a previous stage saved, optionally with its LM in 4-bit (QLoRA), left where from_pretrained puts it:
+    the Trainer moves it to the device."""
+    dtype = resolve_dtype(cfg.model.dtype, resolve_device(cfg.device))
+    return load_llava(path, dtype, device=None, load_in_4bit=four_bit, attn_implementation=cfg.model.attn_implementation)
 
 
 def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = None):
@@ -104,7 +80,7 @@ def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = 
     if stage == "1":
         model_cfg = dataclasses.replace(cfg.model, load_in_4bit=four_bit)
         return compose_from_config(model_cfg)
-    upstream = Path(run_dir) / STAGE_DIRS[UPSTREAM[stage]] / "model"
+    upstream = RunDir(run_dir).model(UPSTREAM[stage])
     if not (upstream / "config.json").exists():
         if cfg.scale != "tiny":
             raise FileNotFoundError(f"{upstream}: stage {stage} starts from stage {UPSTREAM[stage]}'s model; run "
@@ -144,17 +120,30 @@ class LlavaTrainer(Trainer):
         """Checkpoints are saved in the hub's key layout (`language_model.model.layers...`), which the Trainer's raw
         `load_state_dict` would silently miss: reload them through `from_pretrained`, which maps the keys back."""
         model = self.model if model is None else model
-        plain = not self.is_fsdp_enabled and not hasattr(model, "peft_config") and not is_4bit(model)
-        if plain and (Path(resume_from_checkpoint) / "config.json").exists():
-            with quiet_transformers():
-                saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        saved_model = (Path(resume_from_checkpoint) / "config.json").exists()
+        if saved_model and not self.is_fsdp_enabled and not hasattr(model, "peft_config"):
+            if is_4bit(model):  # stage 1 in 4-bit: only the projector trains, the packed LM is as loaded
+                load_projector(model, checkpoint_projector(Path(resume_from_checkpoint)))
+                return
+            with quiet_transformers():  # float32: the checkpoint holds float32 master weights of the trainable part
+                saved = type(model).from_pretrained(resume_from_checkpoint, dtype=torch.float32)
             model.load_state_dict(saved.state_dict(), strict=True)
             return
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)  # LoRA (4-bit too): the adapter + projector
+
+
+def checkpoint_projector(checkpoint: Path) -> dict:
+    """The projector's weights from a checkpoint's safetensors files (hub key layout, maybe sharded)."""
+    weights = {}
+    for file in sorted(checkpoint.glob("*.safetensors")):
+        weights.update({k: v for k, v in load_file(file).items() if "multi_modal_projector." in k})
+    if not weights:
+        raise FileNotFoundError(f"{checkpoint}: no projector weights to resume from")
+    return weights
 
 
 def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress: bool) -> TrainingArguments:
-    cuda = use_cuda(cfg)
+    cuda = resolve_device(cfg.device).type == "cuda"
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=tc.max_steps,
@@ -168,7 +157,7 @@ def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress:
         logging_steps=tc.logging_steps,
         save_steps=tc.save_steps,
         save_total_limit=2,
-        bf16=tc.bf16 and cuda,
+        bf16=tc.bf16,  # autocast on the CPU too (fp32 master weights: see fp32_master_weights)
         tf32=True if (tc.tf32 and cuda) else None,
         activation_checkpointing=tc.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if tc.gradient_checkpointing else None,
@@ -178,38 +167,48 @@ def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress:
         seed=cfg.seed,
         report_to="none",
         disable_tqdm=not progress,
-        dataloader_num_workers=0,
+        dataloader_num_workers=tc.num_workers,
     )
 
 
 def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool = False,
                 records: str | Path | None = None, image_folder: str | Path | None = None,
-                benchmark: str = "tiny", callbacks: list | None = None, progress: bool = True) -> TrainResult:
-    """Train one stage and save it under run_dir/<stage>/. `records`/`image_folder` override the stage's default
-    inputs (which are built on demand, see inputs.py); `resume` continues from the last checkpoint."""
+                benchmark: str | None = None, callbacks: list | None = None, progress: bool = True) -> TrainResult:
+    """Train one stage and save it under its run_dir folder. `records`/`image_folder` override the inputs the data
+    source gives (llavamed_lite.sources); VQA trains on `benchmark` (default: data.benchmark); `resume` continues
+    from the last checkpoint."""
     stage = check_stage(stage)
     run_dir = Path(run_dir)
     tc = stage_config(cfg, stage)
-    out = stage_dir(run_dir, stage_folder(stage, benchmark))
+    benchmark = benchmark or cfg.data.benchmark
+    out = RunDir(run_dir).stage(stage, benchmark)
     state = PartialState()
     with state.main_process_first():
         if records is None:
-            records, default_folder = stage_inputs(cfg, stage, run_dir, benchmark)
-            image_folder = image_folder or default_folder
+            inputs = stage_inputs(cfg, stage, run_dir, benchmark, progress)
+            records, image_folder = inputs.path, image_folder or inputs.image_folder
     if image_folder is None:
         raise ValueError("image_folder is required with an explicit records file")
+    if resume and (done := finished_result(out, tc)) is not None:
+        print(f"stage {stage} in {out} has finished ({done.steps} steps): --resume has nothing to do")
+        return done
 
     lora = tc.lora and stage != "1"
     four_bit = cfg.model.load_in_4bit and (lora or stage == "1")  # full fine-tuning needs the LM in full precision
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
     transformers.set_seed(cfg.seed)
     model, processor = start_model(cfg, stage, run_dir, four_bit)
     freeze_for_stage(model, "1" if lora else stage)  # LoRA: the LM stays frozen, peft adds what trains
     if lora:
         model = add_lora(model, tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.gradient_checkpointing)
+    fp32_master_weights(model, everything=fsdp)
     table = parameter_table(model)
 
-    dataset = ConversationDataset(load_records(records), processor, tc.template or DEFAULT_TEMPLATE[stage],
-                                  tc.max_length, image_folder, skip_bad=tc.skip_bad, source=str(records))
+    with state.main_process_first():  # the main process checks every image (and shrinks it) once; the others reuse it
+        dataset = ConversationDataset(
+            load_records(records), processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
+            skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
+            image_size=image_input_size(processor))
     trainer = LlavaTrainer(
         model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
         data_collator=LlavaCollator(processor), processing_class=processor.tokenizer,
@@ -228,6 +227,8 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     if lora:
         trainer.save_model(str(adapter_dir))
     elif not is_4bit(trainer.model):
+        if not fsdp:  # the float32 master weights are saved in the configured dtype (FSDP gathers its own)
+            trainer.model.to(resolve_dtype(cfg.model.dtype, resolve_device(cfg.device)))
         trainer.save_model(str(model_dir))
     history = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
                for h in trainer.state.log_history if "loss" in h]
@@ -239,12 +240,36 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         atomic_write_json(out / "loss_history.json", history)
         atomic_write_json(out / "summary.json", {
             "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
-            "steps": trainer.state.global_step, "processes": state.num_processes, "records": len(dataset), "skipped": dataset.errors,
+            "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps, "processes": state.num_processes,
+            "records": len(dataset), "skipped": dataset.errors,
             "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit, "parameters": table,
             "config": dataclasses.asdict(tc)})
     state.wait_for_everyone()
     return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
                        len(dataset), dataset.errors, dataset.truncation.records)
+
+
+def finished_result(out: Path, tc: TrainConfig) -> TrainResult | None:
+    """The result of a stage that already ran to its end with this config (its summary.json reached max_steps),
+    else None. A stage stopped early, or one whose step count changed, is not finished."""
+    if not (out / "summary.json").is_file() or not (out / "model" / "config.json").is_file():
+        return None
+    summary = json.loads((out / "summary.json").read_text())
+    same_plan = summary.get("config", {}).get("epochs") == tc.epochs and "max_steps" in summary
+    planned = tc.max_steps if tc.max_steps > 0 else (summary["max_steps"] if same_plan else None)
+    if planned is None or summary.get("steps", 0) < planned:
+        return None
+    return result_from_summary(out)
+
+
+def result_from_summary(out: Path) -> TrainResult:
+    """A TrainResult read back from a stage folder (a finished stage, or one trained by a launched process)."""
+    summary = json.loads((out / "summary.json").read_text())
+    history = json.loads((out / "loss_history.json").read_text())
+    adapter_dir = out / "adapter" if summary["lora"] else None
+    return TrainResult(summary["stage"], summary["final_loss"], summary["seconds"], summary["steps"], out / "model",
+                       adapter_dir, history, summary["parameters"], summary["records"], summary["skipped"],
+                       summary["truncated"])
 
 
 def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None, model_dir: Path) -> None:

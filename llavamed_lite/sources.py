@@ -1,0 +1,106 @@
+"""What each stage trains on, from the configured data source (`data.source`) and the run directory's contract.
+
+    source      stage 1                                stage 2                                  vqa (data.benchmark)
+    tiny        the tiny world's alignment records     offline conversations on its captions    its questions, or a
+    llava-med   the release's alignment 500K           the release's instruct variant           benchmark's train
+    curated     notebook 02's alignment records        notebook 03's conversations              split (vqa-rad ...)
+
+At `tiny` the tiny world and its files are built on demand (seconds), so any stage runs on a fresh run directory.
+The other sources are never replaced by the tiny world: a missing input is a `MissingInput` error naming the file,
+the notebook or command that makes it, and the parameter to set.
+"""
+
+from pathlib import Path
+
+from .config import DATA_SOURCES, Config
+from .data.alignment import alignment_records
+from .data.formats import read_caption_file, write_records
+from .runs import MissingInput, Records, RunDir
+
+
+def check_source(source: str) -> str:
+    if source not in DATA_SOURCES:
+        raise ValueError(f"unknown data.source {source!r}: choose one of {', '.join(DATA_SOURCES)}")
+    return source
+
+
+def ensure_world(cfg: Config, run_dir: str | Path, progress: bool = False) -> dict[str, Path]:
+    """The tiny world in run_dir/data with the config's sizes (a complete one is kept)."""
+    from .synth.world import build_tiny_world
+
+    return build_tiny_world(RunDir(run_dir).world, cfg.data.n_train_figures, cfg.data.n_heldout_figures,
+                            cfg.data.image_size, cfg.seed, progress=progress)
+
+
+def ensure_alignment(cfg: Config, run_dir: str | Path) -> Records:
+    """Stage-1 records of the tiny world (an image, a brief-description instruction, the caption as the answer)."""
+    world = ensure_world(cfg, run_dir)
+    records = RunDir(run_dir).world_records("alignment_train.json")
+    if not records.path.exists():
+        captions = read_caption_file(world["captions_train"])
+        write_records(records.path, alignment_records(captions, records.image_folder, seed=cfg.seed))
+    return records
+
+
+def ensure_instruct(cfg: Config, run_dir: str | Path, progress: bool = False) -> Records:
+    """Stage-2 conversations of the tiny world: the offline backend on its train captions (03 writes the same file
+    with the same call, or another backend's file that is then kept)."""
+    from .instruct.synthesize import synthesize_offline
+
+    world = ensure_world(cfg, run_dir)
+    out = RunDir(run_dir).instruct("tiny")
+    synthesize_offline(world["captions_train"], out.path, cfg.seed, progress)
+    return out
+
+
+def curated_instruct(run_dir: str | Path) -> Records:
+    return RunDir(run_dir).instruct("curated").require(
+        "notebook 03 with data_source='curated' (or `llavamed-lite synthesize --captions "
+        f"{RunDir(run_dir).curated()['captions']} --out {RunDir(run_dir).instruct('curated').path}`)")
+
+
+def curated_alignment(run_dir: str | Path) -> Records:
+    return RunDir(run_dir).curated_alignment().require(
+        f"notebook 02 (or `llavamed-lite curate --run-dir {run_dir} --input PACKAGES`)")
+
+
+def ensure_vqa(cfg: Config, run_dir: str | Path, benchmark: str | None = None) -> Records:
+    """VQA fine-tuning records: the tiny world's questions, or a benchmark's training split (images shrunk once to
+    4x the model's input size: resizing 1,000 px JPEGs at every step is slow)."""
+    from .eval.vqa import BENCHMARKS, load_benchmark, with_small_images, write_llava_vqa
+
+    benchmark = benchmark or cfg.data.benchmark
+    if benchmark == "tiny":
+        ensure_world(cfg, run_dir)
+        return RunDir(run_dir).world_records("vqa_train.json")
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+    out = RunDir(run_dir).benchmark_train(benchmark)
+    if not out.exists():
+        try:
+            items = load_benchmark(benchmark, "train", cfg.data.benchmark_data)
+        except FileNotFoundError as e:
+            raise MissingInput(f"{benchmark} training split: {e}; set data.benchmark_data to its folder") from None
+        write_llava_vqa(out.path, with_small_images(items, out.image_folder, 4 * cfg.data.image_size),
+                        image_folder=out.image_folder)
+    return out
+
+
+def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | None = None,
+                 progress: bool = True) -> Records:
+    """The records and image folder a stage trains on, from cfg.data.source (vqa: from the benchmark)."""
+    stage, source = str(stage), check_source(cfg.data.source)
+    if stage == "vqa":
+        if (benchmark or cfg.data.benchmark) == "tiny" and source != "tiny":
+            raise ValueError(f"VQA fine-tuning at data.source={source!r} trains on a benchmark's training split: set "
+                             "data.benchmark (vqa-rad, slake or pathvqa); the tiny world's questions go with the "
+                             "tiny source only")
+        return ensure_vqa(cfg, run_dir, benchmark)
+    if source == "tiny":
+        return ensure_alignment(cfg, run_dir) if stage == "1" else ensure_instruct(cfg, run_dir)
+    if source == "curated":
+        return curated_alignment(run_dir) if stage == "1" else curated_instruct(run_dir)
+    from .data.release import prepare_release_records
+
+    return prepare_release_records(RunDir(run_dir), stage, cfg.data.release, cfg.data.instruct_variant,
+                                   cfg.data.max_pairs, cfg.seed, progress)
