@@ -104,6 +104,30 @@ def test_answer_file_and_resume(tiny_llava, items, tmp_path):
         generate_answers(model, processor, suffixed, path, "tiny", progress=False)
 
 
+def test_answer_file_pairs_with_the_questions_by_position(tiny_llava, items, tmp_path):
+    """LLaVA-Med's scorers zip the question file with the answer file: ours is in question order, with the
+    question's own id (an int stays an int), even when answers finish in another order and after a resume."""
+    from llavamed_lite.eval.metrics import vqa_scores
+    from llavamed_lite.eval.vqa import load_llava_vqa
+
+    model, processor = tiny_llava
+    images = [items[0].image, items[1].image, items[0].image, items[2].image, items[1].image]  # answered a a b b c
+    questions = [dataclasses.replace(it, question_id=100 - k, image=image)
+                 for k, (it, image) in enumerate(zip(items, images))]
+    write_llava_vqa(tmp_path / "questions.json", questions, image_folder="/")
+    questions = load_llava_vqa(tmp_path / "questions.json", image_folder="/")
+    path = tmp_path / "answers.jsonl"
+    generate_answers(model, processor, questions[3:], path, "m", batch_size=2, max_new_tokens=3, progress=False)
+    generate_answers(model, processor, questions, path, "m", batch_size=2, max_new_tokens=3, progress=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    official = json.loads((tmp_path / "questions.json").read_text())
+    assert [r["question_id"] for r in rows] == [q["id"] for q in official] == [100, 99, 98, 97, 96]
+    by_position = vqa_scores([r["text"] for r in rows], [q["conversations"][1]["value"] for q in official],
+                             [q["answer_type"] for q in official])
+    assert by_position == vqa_scores(*zip(*[(r["text"], q.answer, q.answer_type) for r, q in zip(rows, questions)]))
+    assert {k: v for k, v in score_answers(questions, rows).items() if k != "by_question_type"} == by_position
+
+
 def test_generation_refuses_bad_input(tiny_llava, items, tmp_path):
     model, processor = tiny_llava
     with pytest.raises(ValueError, match="not unique"):
@@ -137,7 +161,7 @@ def test_evaluate_command_on_vqa_rad(tiny_llava_dir, tmp_path, capsys):
             "--batch-size", "4", "--max-new-tokens", "3", "--closed-suffix", "--device", "cpu"]
     assert cli_main(args) == 0
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 6  # in the order they finished; matched to questions by question_id
+    assert [a["question_id"] for a in answers] == [it.question_id for it in load_vqa_rad("test")[:6]]  # in order
     closed = [a for a in answers if a["metadata"]["answer_type"] == "CLOSED"]
     assert closed and all(a["prompt"].endswith("[yes, no]") for a in closed)
     scores = json.loads((out / "scores.json").read_text())

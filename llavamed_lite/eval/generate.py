@@ -11,10 +11,12 @@ engines do and `generate` cannot:
 On a 2-core CPU this answers the tiny model's questions 6-9x faster than `generate` one at a time
 (benchmarks/generation_speed.py). Decoding is greedy, so a question gets the same answer whatever batch it sits in.
 Answers are appended to the answer file as they finish; a rerun skips the question_ids already answered (resume after
-a crash).
+a crash). Once all are written, the file is rewritten in question order (atomically), with each question's own id
+(an int stays an int): LLaVA-Med's scorers pair questions and answers by position.
 """
 
 import hashlib
+import json
 from collections import deque
 from dataclasses import dataclass
 from itertools import chain
@@ -28,7 +30,7 @@ from transformers import DynamicCache
 
 from ..data.formats import answer_record
 from ..images import load_image
-from ..io import append_jsonl, iter_jsonl
+from ..io import append_jsonl, atomic_write_text, iter_jsonl
 from .vqa import VQAItem
 
 
@@ -261,8 +263,9 @@ def answer_id(model_id: str, question_id: str) -> str:
 
 def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path, model_id: str,
                      batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True) -> list[dict]:
-    """Answer every item not yet in `out_path` and append the answers there (questions on one image together);
-    return the answer records of `items`, in their order."""
+    """Answer every item not yet in `out_path` and append the answers there (questions on one image together),
+    then put the file in the order of `items` (`in_question_order`); return the answer records of `items`, in their
+    order."""
     items = list(items)
     ids = [str(it.question_id) for it in items]
     if len(set(ids)) != len(ids):
@@ -282,9 +285,20 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
     with bar:
         for i, text in stream_answers(model, processor, todo, batch_size, max_new_tokens):
             it = todo[i]
-            append_jsonl(out_path, [answer_record(str(it.question_id), it.question, text,
+            append_jsonl(out_path, [answer_record(it.question_id, it.question, text,
                                                   answer_id(model_id, str(it.question_id)), model_id,
                                                   {"answer_type": it.answer_type, "question_type": it.question_type})])
             bar.update()
-    records = {str(r["question_id"]): r for r in iter_jsonl(out_path)}
-    return [records[i] for i in ids]
+    return in_question_order(out_path, ids)
+
+
+def in_question_order(path: str | Path, ids: list[str]) -> list[dict]:
+    """Rewrite an answer file with the answers to `ids` first, in that order, then any others it holds (another
+    run's questions: kept, not lost); return the answers to `ids`. The file is replaced atomically, so a crash leaves
+    the old one, which resumes as before."""
+    rows = list(iter_jsonl(path))
+    records = {str(r["question_id"]): r for r in rows}
+    ordered = [records.pop(i) for i in ids] + list(records.values())
+    if ordered != rows:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered))
+    return ordered[:len(ids)]

@@ -30,7 +30,7 @@ SPLITS = ("train", "validation", "test")
 class VQAItem:
     """One question about one image. `image` is a file path; `answer_type` is "OPEN" or "CLOSED"."""
 
-    question_id: str
+    question_id: str | int  # the file's own id: an int stays an int in answer files, as LLaVA-Med's scorers expect
     image: str
     question: str
     answer: str
@@ -252,7 +252,7 @@ def load_llava_vqa(path: str | Path, image_folder: str | Path | None = None, che
         extra = {k: v for k, v in row.items() if k not in ("id", "image", "answer_type", "question_type",
                                                            "conversations", "conversatons")}
         items.append(VQAItem(
-            question_id=str(row["id"]), image=_image(folder, _text(row, "image", where), where, check_images),
+            question_id=row["id"], image=_image(folder, _text(row, "image", where), where, check_images),
             question=question, answer=convs[1]["value"].strip(), answer_type=_answer_type(row, where),
             question_type=str(row.get("question_type") or ""), metadata=extra))
     return with_closed_suffix(items) if closed_suffix else items
