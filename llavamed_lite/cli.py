@@ -5,6 +5,7 @@ only when called (so `--help` is instant), which defines `add_arguments(parser)`
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
@@ -17,7 +18,42 @@ COMMANDS = {
     "evaluate": ("llavamed_lite.eval.cli", "answer a VQA benchmark and score it"),
     "chat": ("llavamed_lite.serve.cli", "chat with a checkpoint in the browser"),
     "convert-official": ("llavamed_lite.model.convert", "convert the official LLaVA-Med v1.5 checkpoint"),
+    "make-mini": ("llavamed_lite.model.mini", "write random-weight miniature CLIP and Mistral towers for smoke tests"),
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (`llavamed-lite train: error: ...`), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def count(low: int = 0, high: int | None = None):
+    """An argparse type: an integer in [low, high], e.g. `--limit` (count(1)) or `--retries` (count(0))."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}" + (f" and <= {high}" if high is not None else "")
+                                             + f", got {value}")
+        return value
+    return parse
+
+
+def number(low: float = 0.0, strict: bool = True):
+    """An argparse type: a finite number > low (>= low when not `strict`), e.g. seconds, rates, sizes."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+    return parse
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +61,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import SCALES
 
     parser.add_argument("--scale", default="tiny", choices=SCALES, help="preset: tiny (CPU), lora (1 GPU), full")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=count(0), default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set stage2.lr=1e-4 (repeatable)")
 
@@ -42,7 +78,7 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    top = argparse.ArgumentParser(prog="llavamed-lite", description=__doc__.splitlines()[0])
+    top = ArgumentParser(prog="llavamed-lite", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -57,10 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"llavamed-lite {argv[0]}: not available yet ({module_name} is missing)", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(prog=f"llavamed-lite {argv[0]}", description=help_text)
+    parser = ArgumentParser(prog=f"llavamed-lite {argv[0]}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError) as e:
+        # The safety net behind each command's own checks: bad input (a missing file, a bad value, an unknown
+        # config key; RecordError and ConversionError are ValueErrors) is one line, never a traceback.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"llavamed-lite {argv[0]}: {' '.join(str(message).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

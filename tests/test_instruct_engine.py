@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from llavamed_lite.instruct.cache import ResponseCache, request_key
-from llavamed_lite.instruct.client import retry_after_seconds
+from llavamed_lite.instruct.cache import MAX_RESPONSE_BYTES, ResponseCache, request_key
+from llavamed_lite.instruct.client import Request, Retryable, retry_after_seconds
 from llavamed_lite.instruct.cost import BudgetError, check_budget, estimate_cost, price_for, usage_cost
-from llavamed_lite.instruct.engine import RateLimiter, RetryPolicy
+from llavamed_lite.instruct.engine import RateLimiter, RetryPolicy, run_requests
 
 
 class FakeClock:
@@ -82,7 +82,7 @@ def test_cache_appends_and_survives_a_truncated_tail(tmp_path):
     path = tmp_path / "cache.jsonl"
     cache = ResponseCache(path)
     cache.put("k1", "p1", "gpt-4o", "User: a\n\nAssistant: b", {"prompt_tokens": 3}, "stop")
-    cache.put("k2", "p2", "gpt-4o", "", {}, "stop")
+    cache.put("k2", "p2", "gpt-4o", "User: c\n\nAssistant: d", {}, "stop")
     with path.open("a") as f:
         f.write('{"key": "k3", "respo')  # a process killed mid-write
     again = ResponseCache(path)
@@ -119,3 +119,48 @@ def test_cost_estimate_and_budget_guard():
         check_budget(estimate_cost("my-local-model", messages, 10), max_cost=1.0)
     assert "unknown" in str(estimate_cost("my-local-model", messages, 10))
     assert usage_cost({"prompt_tokens": 1_000_000, "completion_tokens": 100_000}, (2.5, 10.0)) == pytest.approx(3.5)
+
+
+class TooBusy:
+    """A backend whose server always answers 429 with the given Retry-After (seconds)."""
+    name, model, params = "fake", "fake-model", {}
+
+    def __init__(self, retry_after):
+        self.retry_after, self.calls = retry_after, 0
+
+    async def complete(self, request):
+        self.calls += 1
+        raise Retryable("http_429", self.retry_after)
+
+
+@pytest.mark.parametrize("header", [{"retry-after": "3600"}, {"retry-after": "Thu, 01 Jan 2099 00:00:00 GMT"}])
+def test_a_retry_after_beyond_the_cap_fails_the_request_instead_of_waiting(header):
+    """issue 18.2: "retrying in 3600.0 s" (or 2300130093 s for a date in 2099) hung the run."""
+    sleeps = []
+
+    async def sleep(seconds):
+        sleeps.append(seconds)
+
+    backend = TooBusy(retry_after_seconds(header))
+    request = Request("p1", {}, [{"role": "user", "content": "hi"}], "k1")
+    stats = asyncio.run(run_requests([request], backend, ResponseCache(), retry=RetryPolicy(max_retry_after=60),
+                                     progress=False, sleep=sleep))
+    assert stats.failures == {"retry_after_too_long": 1} and backend.calls == 1 and sleeps == []
+    backend = TooBusy(30.0)  # within the cap: obeyed exactly, then retried
+    stats = asyncio.run(run_requests([request], backend, ResponseCache(), retry=RetryPolicy(max_retries=2),
+                                     progress=False, sleep=sleep))
+    assert sleeps == [30.0, 30.0] and backend.calls == 3 and stats.failures == {"http_429": 1}
+
+
+def test_empty_and_oversized_answers_are_never_cached(tmp_path):
+    """issue 18.3: an empty answer cached for good was never asked again; a 30 MB answer was kept."""
+    path = tmp_path / "cache.jsonl"
+    cache = ResponseCache(path)
+    for bad in ("", "  \n", None, "x" * (MAX_RESPONSE_BYTES + 1)):
+        with pytest.raises(ValueError, match="is not cached"):
+            cache.put("k", "p1", "gpt-4o", bad, {}, "stop")
+    assert not path.exists()
+    lines = [{"key": "k1", "response": ""}, {"key": "k2", "response": "y" * (MAX_RESPONSE_BYTES + 1)},
+             {"key": "k3", "response": "User: a\n\nAssistant: b"}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))  # written by an older version
+    assert set(ResponseCache(path).entries) == {"k3"}  # k1 and k2 are sent again

@@ -18,7 +18,7 @@ from llavamed_lite.data.formats import DOMAINS, read_training_records
 from llavamed_lite.instruct.cache import ResponseCache
 from llavamed_lite.instruct.client import OpenAIBackend
 from llavamed_lite.instruct.engine import RetryPolicy, run_requests
-from llavamed_lite.instruct.local_server import LocalChatServer, Reply
+from llavamed_lite.instruct.local_server import DEFAULT_ANSWER, LocalChatServer, Reply
 from llavamed_lite.instruct.prompts import build_messages
 from llavamed_lite.instruct.synthesize import build_requests, synthesize
 from llavamed_lite.io import iter_jsonl
@@ -283,3 +283,42 @@ def test_a_truncated_answer_loses_its_last_exchange(api_key):
         result = run(server, [caption(0)])
     assert [t["value"] for t in result.records[0]["conversations"]][1:] == ["Yes."]
     assert result.dropped == {"truncated": 1}
+
+
+def _synthesize(server, captions, out, *extra):
+    from llavamed_lite.cli import main
+
+    return main(["synthesize", "--captions", str(captions), "--out", str(out), "--backend", "openai", "--model",
+                 "gpt-4o", "--base-url", server.base_url, "--max-retries", "0", "--no-progress", *extra])
+
+
+def test_a_failed_run_never_replaces_a_good_file_and_exits_non_zero(api_key, tmp_path, capsys):
+    """issue 18.3: every request failing (401) exited 0 and replaced a 4-record instruct.json with []."""
+    captions, out = _write_captions(tmp_path / "captions.json", 4), tmp_path / "instruct.json"
+    with LocalChatServer() as server:
+        assert _synthesize(server, captions, out) == 0
+    good = out.read_bytes()
+    assert len(json.loads(good)) == 4
+    capsys.readouterr()
+    with LocalChatServer(lambda body, n: Reply(status=401, body="bad key")) as server:
+        assert _synthesize(server, captions, out, "--cache", str(tmp_path / "other.jsonl")) == 1
+    assert out.read_bytes() == good
+    err = capsys.readouterr().err
+    assert "4 request(s) failed" in err and "was kept" in err
+
+
+def test_empty_and_oversized_answers_are_retried_on_the_next_run(api_key, tmp_path):
+    """issue 18.3: an empty answer was cached for good; a 30 MB answer went into instruct.json."""
+    captions, out = _write_captions(tmp_path / "captions.json", 3), tmp_path / "instruct.json"
+    huge = "User: What is shown?\n\nAssistant: " + "A nodule. " * 7000  # about 70 KB
+
+    def reply(body, n):
+        return Reply(content={"p000": "", "p001": huge}.get(pair_id_of(body), DEFAULT_ANSWER))
+
+    with LocalChatServer(reply) as server:
+        assert _synthesize(server, captions, out) == 1  # no earlier file: the 1 good record is written
+    assert len(json.loads(out.read_text())) == 1
+    with LocalChatServer() as server:
+        assert _synthesize(server, captions, out) == 0
+    assert sorted(pair_id_of(r["body"]) for r in server.requests) == ["p000", "p001"]
+    assert len(json.loads(out.read_text())) == 3 and out.stat().st_size < 20_000

@@ -6,7 +6,8 @@
     llavamed-lite synthesize ... --backend openai --base-url http://localhost:11434/v1 --model llama3.1   # Ollama
 
 The key is read from OPENAI_API_KEY (AZURE_OPENAI_API_KEY with --azure-endpoint); there is no option for it.
-Run it again with the same --cache after an interruption: finished requests are not sent again.
+Run it again with the same --cache after an interruption: finished requests are not sent again. A run in which a
+request failed exits 1 and never replaces an existing --out (its answers stay in the cache for the rerun).
 """
 
 import argparse
@@ -14,10 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli import count, number
 from ..data.formats import read_caption_file
 from .cost import BudgetError
 from .engine import RetryPolicy
-from .synthesize import BACKENDS, make_backend, stats_path, synthesize, write_instruct
+from .synthesize import BACKENDS, make_backend, replace_instruct, stats_path, synthesize
 
 
 def _price(text: str) -> tuple[float, float]:
@@ -26,12 +28,6 @@ def _price(text: str) -> tuple[float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--price wants IN,OUT in USD per million tokens, e.g. 2.5,10; got {text!r}") from None
     return inp, out
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,18 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--azure-endpoint", default=None, help="use Azure OpenAI at this endpoint")
     parser.add_argument("--api-version", default=None, help="Azure API version (default: OPENAI_API_VERSION or 2024-10-21)")
     parser.add_argument("--with-mentions", action="store_true", help="add the inline mentions (LLaVA-Med's 60K-IM)")
-    parser.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight at once")
-    parser.add_argument("--rpm", type=float, default=None, help="at most this many requests per minute")
-    parser.add_argument("--tpm", type=float, default=None, help="at most this many tokens per minute")
+    parser.add_argument("--concurrency", type=count(1), default=8, help="requests in flight at once")
+    parser.add_argument("--rpm", type=number(), default=None, help="at most this many requests per minute")
+    parser.add_argument("--tpm", type=number(), default=None, help="at most this many tokens per minute")
     parser.add_argument("--cache", default=None, help="append-only JSONL cache of answers (openai default: <out>.cache.jsonl)")
-    parser.add_argument("--max-cost", type=float, default=None, help="refuse to start above this estimate (USD)")
+    parser.add_argument("--max-cost", type=number(strict=False), default=None, help="refuse to start above this estimate (USD)")
     parser.add_argument("--price", type=_price, default=None, metavar="IN,OUT", help="USD per million tokens for --model")
-    parser.add_argument("--max-tokens", type=int, default=1024)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a request is retried")
-    parser.add_argument("--max-retries", type=int, default=6)
-    parser.add_argument("--limit", type=int, default=None, help="only the first N caption records")
-    parser.add_argument("--seed", type=int, default=0, help="offline conversations and <image> placement")
+    parser.add_argument("--max-tokens", type=count(1), default=1024)
+    parser.add_argument("--temperature", type=number(strict=False), default=0.0)
+    parser.add_argument("--timeout", type=number(), default=120.0, help="seconds before a request is retried")
+    parser.add_argument("--max-retries", type=count(0), default=6)
+    parser.add_argument("--limit", type=count(1), default=None, help="only the first N caption records")
+    parser.add_argument("--seed", type=count(0), default=0, help="offline conversations and <image> placement")
     parser.add_argument("--log-file", default=None, help="also write the log here")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -80,6 +76,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if Path(args.out).is_dir():
+        print(f"llavamed-lite synthesize: --out {args.out} is a folder; give a file name, e.g. instruct.json",
+              file=sys.stderr)
+        return 2
     try:
         captions = read_caption_file(args.captions)[: args.limit]
     except (OSError, ValueError) as e:  # RecordError is a ValueError; both name the file and the record
@@ -103,9 +103,21 @@ def _run(args: argparse.Namespace) -> int:
     except BudgetError as e:
         print(f"llavamed-lite synthesize: {e}", file=sys.stderr)
         return 3
-    write_instruct(args.out, result, {"captions": str(args.captions), "backend": args.backend, "model": backend.model,
-                                      "seed": args.seed, "with_mentions": args.with_mentions})
+    except ValueError as e:  # a bad cache line, a bad caption record: the message names the file and line
+        print(f"llavamed-lite synthesize: {e}", file=sys.stderr)
+        return 2
+    written = replace_instruct(args.out, result, {"captions": str(args.captions), "backend": args.backend,
+                                                  "model": backend.model, "seed": args.seed,
+                                                  "with_mentions": args.with_mentions})
     run = result.run
-    print(f"{len(result.records)} instruct records -> {args.out} (stats: {stats_path(args.out)}); requests: "
-          f"{run['done']} done, {run['cached']} cached, {run['failed']} failed; rejected: {dict(result.rejected)}")
+    counts = (f"requests: {run['done']} done, {run['cached']} cached, {run['failed']} failed "
+              f"{run['failures']}; rejected: {dict(result.rejected)}")
+    if not written:
+        print(f"llavamed-lite synthesize: {run['failed']} request(s) failed; {args.out} was kept as it was "
+              f"(run again to retry them; {counts})", file=sys.stderr)
+        return 1
+    print(f"{len(result.records)} instruct records -> {args.out} (stats: {stats_path(args.out)}); {counts}")
+    if run["failed"]:
+        print(f"llavamed-lite synthesize: {run['failed']} request(s) failed; run again to retry them", file=sys.stderr)
+        return 1
     return 0

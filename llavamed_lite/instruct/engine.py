@@ -2,8 +2,10 @@
 
 LLaVA-Med sent about three requests at a time and retried in whole passes. Here a fixed pool of `concurrency`
 workers takes requests from one shared iterator; each request waits for the rate limiter (requests and tokens
-per minute), retries 429 / 5xx / timeouts with exponential backoff (or exactly the server's Retry-After), and
-writes its answer to the append-only cache the moment it arrives. Answers already in the cache are not sent.
+per minute), retries 429 / 5xx / timeouts with exponential backoff (or exactly the server's Retry-After, up to
+`max_retry_after`: a server asking for longer fails the request instead of hanging the run), and writes its answer to
+the append-only cache the moment it arrives. Answers already in the cache are not sent; an empty or oversized answer
+fails its request and is not cached, so the next run asks again.
 """
 
 import asyncio
@@ -16,7 +18,7 @@ from typing import Awaitable, Callable
 
 from tqdm.auto import tqdm
 
-from .cache import ResponseCache
+from .cache import ResponseCache, unusable
 from .client import Request, RequestFailed, Retryable
 from .cost import estimate_tokens, usage_cost
 
@@ -28,6 +30,11 @@ class RetryPolicy:
     max_retries: int = 6
     base_delay: float = 1.0  # seconds; doubles each attempt
     max_delay: float = 60.0
+    max_retry_after: float = 60.0  # seconds; a longer Retry-After (e.g. an HTTP date hours away) fails the request
+
+    def __post_init__(self):
+        if self.max_retries < 0 or self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise ValueError(f"retry settings must be >= 0, got {self}")
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """The server's Retry-After when it gives one, else base * 2^attempt with jitter, capped at max_delay."""
@@ -123,6 +130,10 @@ async def run_requests(requests: list[Request], backend, cache: ResponseCache, c
                 if attempt == retry.max_retries:
                     log.warning("request %s failed after %d retries (%s)", request.id, attempt, e.reason)
                     return finish(request, e.reason)
+                if e.retry_after is not None and e.retry_after > retry.max_retry_after:
+                    log.warning("request %s: %s with Retry-After %.0f s, more than the %.0f s cap; not retried",
+                                request.id, e.reason, e.retry_after, retry.max_retry_after)
+                    return finish(request, "retry_after_too_long")
                 wait = retry.delay(attempt, e.retry_after, rng)
                 stats.retries[e.reason] += 1
                 stats.waits.append(wait)
@@ -133,10 +144,14 @@ async def run_requests(requests: list[Request], backend, cache: ResponseCache, c
             except RequestFailed as e:
                 log.warning("request %s failed (%s)", request.id, e.reason)
                 return finish(request, e.reason)
-            cache.put(request.key, request.id, backend.model, completion.text, completion.usage, completion.finish_reason)
             stats.prompt_tokens += completion.usage.get("prompt_tokens") or 0
             stats.completion_tokens += completion.usage.get("completion_tokens") or 0
             stats.cost_usd += usage_cost(completion.usage, price)
+            bad = unusable(completion.text)
+            if bad:  # paid for, but not kept: the next run asks again
+                log.warning("request %s failed (%s, not cached)", request.id, bad)
+                return finish(request, bad)
+            cache.put(request.key, request.id, backend.model, completion.text, completion.usage, completion.finish_reason)
             return finish(request)
 
     async def worker() -> None:
