@@ -166,3 +166,32 @@ def test_run_judge_with_a_local_server(questions, tmp_path):
     with LocalChatServer(lambda body, n: Reply("9 6")) as server:
         result = run_judge(questions[:3], answers, model="local", base_url=server.base_url, progress=False)
     assert result.scores["overall"]["relative_score"] == pytest.approx(100 * 6 / 9)
+
+
+def test_the_judge_is_set_up_as_in_the_paper(world, tmp_path):
+    """What a local judge server receives: the caption and the context as stand-ins for the image, the user asking
+    while looking at it, the four criteria, scores on the first line, temperature 0, and nothing false: not that
+    either assistant lacked the caption, nor that length is to be ignored while level of detail is rated."""
+    from llavamed_lite.eval.judge import CHAT_MAX_NEW_TOKENS, run_judge
+
+    captions = json.loads(world["captions_heldout"].read_text())
+    record = {**captions[0], "in_text_mention": ["The nodule (Figure 1) was new.", "Figure 1 shows the scan."]}
+    q = chat_questions([record], n_conversation=1, seed=0)[1]
+    with LocalChatServer(lambda body, n: Reply("8 4\nThe reference is more detailed.")) as server:
+        result = run_judge([q], [{"question_id": q["question_id"], "text": "Some answer."}], model="local",
+                           base_url=server.base_url, progress=False)
+        body = server.requests[0]["body"]
+    assert result.scores["overall"]["relative_score"] == pytest.approx(50)
+    assert body["temperature"] == 0
+    system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+    assert f"Figure Caption:\n{q['fig_label']}: {record['fig_caption']}" in user
+    assert "Figure Context:\n- The nodule (Figure 1) was new.\n- Figure 1 shows the scan." in user
+    assert user.index(record["fig_caption"]) < user.index(q["text"]) < user.index(q["gpt4_answer"])
+    assert user.index(q["gpt4_answer"]) < user.index("Some answer.")
+    instructions = user[user.index("[Instructions]"):].lower()
+    assert "looking at a biomedical image" in instructions and "caption and context" in instructions
+    for criterion in ("helpfulness", "relevance", "accuracy", "level of detail", "1 to 10", "first line"):
+        assert criterion in instructions
+    for false_or_off in ("neither", "could not read", "couldn't", "did not see", "without the caption", "length"):
+        assert false_or_off not in (system + user).lower()
+    assert CHAT_MAX_NEW_TOKENS == 1024

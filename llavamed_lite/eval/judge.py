@@ -1,10 +1,16 @@
 """LLaVA-Med's chat evaluation: an LLM judge compares the model's answer with a reference answer.
 
-The judge sees what the reference writer saw (the figure's caption and the sentences citing it), the question,
-the reference answer (GPT-4's in the paper, written from the caption) and the model's answer. It rates both
-for helpfulness, relevance, accuracy and level of detail on 1-10 and puts "score_ref score_model" on its first
-line. The paper's relative score is the mean over questions of score_model / score_ref x 100, grouped by question
-type ("conversation", "detailed_description") and by domain.
+Set up as in the paper. The judge is told that the user asked the question while looking at an image, which it
+cannot see: the figure's caption and context (the article's sentences citing it) stand in for the image. It sees
+the question, the reference answer (GPT-4's in the paper, written from the caption) as Assistant 1 and the model's
+answer as Assistant 2, rates both for helpfulness, relevance, accuracy and level of detail from 1 to 10, and puts
+"score_ref score_model" on its first line, then explains. It is not told how either answer was written (the
+reference writer read the caption, the model saw the image); nothing it is told is false. It answers at
+temperature 0. The paper's relative score is the mean over questions of score_model / score_ref x 100, grouped by
+question type ("conversation", "detailed_description") and by domain.
+
+The model's chat answers are written greedily with up to CHAT_MAX_NEW_TOKENS new tokens, LLaVA-Med's 1,024: a
+detailed description cut short would lower the judge's score for a reason that is not the model's.
 
 Requests go through the instruction-synthesis engine (llavamed_lite.instruct): any OpenAI-compatible endpoint,
 cached, concurrent, retried. Without a key, `judge_status` says so and `preview_prompt` shows what would be sent.
@@ -29,15 +35,18 @@ CHAT_TYPES = ("conversation", "detailed_description")
 DETAIL_PROMPTS = ("Describe this image in detail.", "Give a detailed description of what this figure shows.",
                   "Walk me through the findings in this image.", "What are the key findings in this image?")
 
-JUDGE_SYSTEM = "You are a careful and impartial reviewer of answers to questions about biomedical images."
+CHAT_MAX_NEW_TOKENS = 1024  # LLaVA-Med's cap on chat answers (short VQA answers: evaluate.VQA_MAX_NEW_TOKENS)
+
+JUDGE_SYSTEM = "You are a precise and helpful assistant who reviews the quality of answers."
 JUDGE_INSTRUCTIONS = (
-    "Two AI assistants answered the question above about a biomedical figure. Neither could read the caption: "
-    "they looked at the image itself. You cannot see the image, but the caption and context describe it.\n"
-    "Rate each answer for helpfulness, relevance, accuracy and level of detail, and give each one overall score "
-    "from 1 to 10, where higher is better. Judge content only: ignore the order in which the answers appear, their "
-    "length beyond what the question needs, and their style.\n"
+    "Please give your feedback on how well two AI assistants answered the user's question above. The user asked "
+    "it while looking at a biomedical image. You cannot see the image: the figure caption and context above "
+    "describe what it shows.\n"
+    "Rate the helpfulness, relevance, accuracy and level of detail of each answer, and give each assistant one "
+    "overall score from 1 to 10, where a higher score means a better answer overall.\n"
     "On the first line write only the two scores, Assistant 1 first, separated by a space (for example: 8 6). "
-    "From the second line on, explain your ratings briefly."
+    "From the next line on, explain your evaluation in full. Stay impartial: the order in which the two answers "
+    "were presented must not affect your judgment."
 )
 
 
@@ -70,17 +79,17 @@ def chat_questions(caption_records: Iterable[dict], n_conversation: int = 3, see
 
 def chat_items(questions: Iterable[dict], image_folder: str | Path) -> list[VQAItem]:
     """Chat questions as VQAItems, so `generate_answers` answers them like any benchmark."""
-    return [VQAItem(str(q["question_id"]), str(Path(image_folder) / q["image"]), q["text"], q["gpt4_answer"], "OPEN",
+    return [VQAItem(q["question_id"], str(Path(image_folder) / q["image"]), q["text"], q["gpt4_answer"], "OPEN",
                     q["type"], {"pair_id": q["pair_id"], "domain": record_domain(q)}) for q in questions]
 
 
 # ---- the judge's prompt and reply ----------------------------------------------------------------------------
 def judge_messages(question: dict, model_answer: str) -> list[dict]:
-    """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews)."""
-    mentions = mention_texts(question)
-    context = f"Figure caption: {question.get('fig_label') or 'Figure'}: {question['fig_caption']}"
-    if mentions:
-        context += "\nFigure context:\n" + "\n".join(f"- {m}" for m in mentions)
+    """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews). The context is the
+    caption and the inline mentions, as the instruction prompts show them."""
+    from ..instruct.prompts import user_message
+
+    context = user_message(question.get("fig_label") or "Figure", question["fig_caption"], mention_texts(question))
     user = (f"[Context]\n{context}\n\n[Question]\n{question['text']}\n\n"
             f"[Assistant 1]\n{question['gpt4_answer']}\n[End of Assistant 1]\n\n"
             f"[Assistant 2]\n{model_answer}\n[End of Assistant 2]\n\n[Instructions]\n{JUDGE_INSTRUCTIONS}")
@@ -243,4 +252,4 @@ def run_judge(questions: list[dict], answers: list[dict], model: str = "gpt-4o",
 
     if backend != "openai":  # the offline backend writes conversations; it cannot judge
         raise ValueError(f"judge backend {backend!r}: only 'openai' (any OpenAI-compatible server) can judge")
-    return judge(questions, answers, make_backend(backend, model=model, base_url=base_url), **kwargs)
+    return judge(questions, answers, make_backend(backend, model=model, base_url=base_url, temperature=0.0), **kwargs)
