@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "vqa-rad/slake: another copy of the data (default: data_samples/)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=None, help="answer only the first N questions")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64,
+                        help="cap on each answer (short VQA answers; LLaVA-Med's chat answers took up to 1,024)")
     parser.add_argument("--closed-suffix", action="store_true",
                         help="append LLaVA-Med's ' Please choose from the following two options: [yes, no]' "
                              "to CLOSED questions")

@@ -1,5 +1,6 @@
-"""Answer a VQA benchmark with a saved model and score it: out_dir/answers.jsonl (LLaVA-Med's answer format) and
-out_dir/scores.json (`vqa_scores`, with a breakdown by question type)."""
+"""Answer a VQA benchmark with a saved model and score it: out_dir/answers.jsonl (LLaVA-Med's answer format, in
+question order) and out_dir/scores.json (`vqa_scores` in the paper's mode, our strict figures beside them, with a
+breakdown by question type)."""
 
 from pathlib import Path
 from typing import Iterable
@@ -8,22 +9,25 @@ import torch
 
 from ..io import atomic_write_json
 from .generate import generate_answers
-from .metrics import vqa_scores
+from .metrics import PAPER_METRIC_NOTE, vqa_scores
 from .vqa import VQAItem, load_benchmark
 
 ANSWERS_FILE = "answers.jsonl"
 SCORES_FILE = "scores.json"
+VQA_MAX_NEW_TOKENS = 64  # short VQA answers; chat answers get LLaVA-Med's 1,024 (judge.CHAT_MAX_NEW_TOKENS)
 
 
 def score_answers(items: Iterable[VQAItem], answers: Iterable[dict]) -> dict:
-    """`vqa_scores` of answer records against their questions, matched by question_id; every question needs an answer."""
+    """`vqa_scores` (the paper's mode) of answer records against their questions, matched by question_id; every
+    question needs an answer. `metric` says which figures are the paper's and which are ours."""
     by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
     items = list(items)
     missing = [it.question_id for it in items if str(it.question_id) not in by_id]
     if missing:
         raise ValueError(f"{len(missing)} question(s) have no answer, e.g. {missing[:3]}")
-    return vqa_scores([by_id[str(it.question_id)] for it in items], [it.answer for it in items],
-                      [it.answer_type for it in items], [it.question_type for it in items])
+    return {"metric": PAPER_METRIC_NOTE, **vqa_scores([by_id[str(it.question_id)] for it in items],
+                                                      [it.answer for it in items], [it.answer_type for it in items],
+                                                      [it.question_type for it in items])}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -50,7 +54,7 @@ def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str 
 
 def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
              source: str | Path | None = None, batch_size: int = 16, limit: int | None = None,
-             closed_suffix: bool = False, max_new_tokens: int = 64, model_id: str | None = None,
+             closed_suffix: bool = False, max_new_tokens: int = VQA_MAX_NEW_TOKENS, model_id: str | None = None,
              device: str = "auto", dtype: str = "float32", progress: bool = True, restart: bool = False) -> dict:
     """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores.
     `restart` deletes the answers first: a model retrained in place keeps its model_id, so its old answers would

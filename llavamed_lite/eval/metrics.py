@@ -35,6 +35,8 @@ from collections import Counter, defaultdict
 from typing import Sequence
 
 MODES = ("paper", "lenient")
+PAPER_METRIC_NOTE = ("paper metric (LLaVA-Med's scorer): closed_accuracy, open_recall (the paper's Open column), "
+                     "open_accuracy; ours, beside them: closed_accuracy_strict, open_f1")
 
 # ---- the paper's normalisation (the VQA challenge's) -----------------------------------------------------------
 PAPER_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
