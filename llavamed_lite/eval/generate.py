@@ -12,7 +12,10 @@ On a 2-core CPU this answers the tiny model's questions 6-9x faster than `genera
 (benchmarks/generation_speed.py). Decoding is greedy, so a question gets the same answer whatever batch it sits in.
 Answers are appended to the answer file as they finish; a rerun skips the question_ids already answered (resume after
 a crash). Once all are written, the file is rewritten in question order (atomically), with each question's own id
-(an int stays an int): LLaVA-Med's scorers pair questions and answers by position.
+(an int stays an int): LLaVA-Med's scorers pair questions and answers by position. A file that another model wrote
+(its model_id, or its weights' fingerprint, differ) is refused, never resumed. A question whose prompt and answer
+would not fit the LM's context is refused before anything is answered, naming the question (as the chat does): the
+model would otherwise write garbage past its positions.
 """
 
 import hashlib
@@ -170,6 +173,12 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
     prompts = processor.tokenizer([chat_prompt(processor, it.question) for it in items])["input_ids"]  # one image token
     image = model.config.image_token_id
     head = prompts[0][:prompts[0].index(image) + 1] if image in prompts[0] else None
+    for it in items:
+        try:
+            it.question.encode("utf-8")
+        except UnicodeEncodeError as e:  # e.g. a lone surrogate from a "\ud800" escape in the question file
+            raise ValueError(f"question {it.question_id}: the text is not valid Unicode "
+                             f"({e.reason} at character {e.start})") from None
     if head is None or any(p[:len(head)] != head for p in prompts):
         raise ValueError("the prompts do not share the chat template's prefix up to the image")
     for it, p in zip(items, prompts):
@@ -181,6 +190,21 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
 def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: int) -> list[int]:
     """The order to read `items` in: runs of consecutive items about `images` images, each run shortest question
     first. Questions read together then have similar lengths (less padding) and images already encoded."""
+def check_context(model, processor, items: list[VQAItem], questions: list[list[int]], max_new_tokens: int) -> None:
+    """Refuse, naming the first question, prompts that leave no room for `max_new_tokens` in the LM's context
+    (max_position_embeddings). The prefix up to the image's last token is the same for every question."""
+    limit = getattr(model.config.text_config, "max_position_embeddings", None)
+    if limit is None or not items:
+        return
+    prompt = processor(images=[open_image(items[0])], text=[chat_prompt(processor, items[0].question)])["input_ids"][0]
+    prefix = max(i for i, token in enumerate(prompt) if token == model.config.image_token_id) + 1
+    for it, question in zip(items, questions):
+        if prefix + len(question) + max_new_tokens > limit:
+            raise ValueError(f"question {it.question_id}: {prefix + len(question)} prompt tokens + {max_new_tokens} "
+                             f"new tokens exceed the model's context of {limit} tokens (shorten the question or "
+                             "lower --max-new-tokens)")
+
+
     order, run, seen = [], [], set()
     for i, it in enumerate(items):
         if str(it.image) not in seen and len(seen) == images:
@@ -210,6 +234,7 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
     prefixes = ImagePrefixes(model, processor, batch_size)
     waiting = deque(shortest_first_per_images(items, [len(q) for q in questions], batch_size))
     rows, written = None, {}  # written: the tokens of each question being answered
+    check_context(model, processor, items, questions, max_new_tokens)
     while waiting or rows is not None:
         writing = [i in written for i in rows.items] if rows is not None else []
         refill = bool(waiting) and batch_size - sum(writing) >= min(half, len(waiting))
@@ -239,9 +264,10 @@ def answer_questions(model, processor, items: list[VQAItem], batch_size: int = 1
     return [answers[i] for i in range(len(items))]
 
 
-def answered(path: str | Path, model_id: str | None = None) -> dict[str, str]:
+def answered(path: str | Path, model_id: str | None = None, fingerprint: str | None = None) -> dict[str, str]:
     """question_id -> prompt of the answers already in an answer file (a line cut short by a crash does not count).
-    With model_id, refuse a file that another model wrote, so answers of two models never mix."""
+    With model_id (and the weights' fingerprint, `evaluate.model_fingerprint`), refuse a file that another model
+    wrote, so answers of two models never mix: two models can share a model_id, a folder retrained in place too."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -255,6 +281,11 @@ def answered(path: str | Path, model_id: str | None = None) -> dict[str, str]:
         done[str(row["question_id"])] = row.get("prompt")
     return done
 
+        written_by = (row.get("metadata") or {}).get("model_fingerprint")
+        if fingerprint is not None and written_by != fingerprint:
+            raise ValueError(f"{path}: line {i} was answered by other weights (fingerprint {written_by}, this model's "
+                             f"is {fingerprint}); pass --restart (restart=True) to answer again, or use another "
+                             "output file")
 
 def answer_id(model_id: str, question_id: str) -> str:
     """Deterministic, so a rerun writes identical files."""
@@ -262,15 +293,17 @@ def answer_id(model_id: str, question_id: str) -> str:
 
 
 def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path, model_id: str,
-                     batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True) -> list[dict]:
+                     batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True,
+                     fingerprint: str | None = None) -> list[dict]:
     """Answer every item not yet in `out_path` and append the answers there (questions on one image together),
     then put the file in the order of `items` (`in_question_order`); return the answer records of `items`, in their
-    order."""
+    order. `fingerprint` (of the weights) is kept in each answer's metadata, and a file written by other weights is
+    refused."""
     items = list(items)
     ids = [str(it.question_id) for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("question_ids are not unique: answers could not be matched to questions")
-    done = answered(out_path, model_id)
+    done = answered(out_path, model_id, fingerprint)
     for it in items:  # e.g. a rerun with the closed suffix switched on: the old answers are to other prompts
         if str(it.question_id) in done and done[str(it.question_id)] != it.question:
             raise ValueError(f"{out_path}: question {it.question_id} was answered with another prompt "
@@ -287,7 +320,8 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
             it = todo[i]
             append_jsonl(out_path, [answer_record(it.question_id, it.question, text,
                                                   answer_id(model_id, str(it.question_id)), model_id,
-                                                  {"answer_type": it.answer_type, "question_type": it.question_type})])
+                                                  {"answer_type": it.answer_type, "question_type": it.question_type,
+                                                   **({"model_fingerprint": fingerprint} if fingerprint else {})})])
             bar.update()
     return in_question_order(out_path, ids)
 
