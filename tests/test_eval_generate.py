@@ -197,3 +197,62 @@ def test_evaluate_names_the_model_by_its_folder_and_parent(tiny_llava_dir, tmp_p
 
     scores = evaluate(tiny_llava_dir, "vqa-rad", tmp_path, limit=1, max_new_tokens=1, device="cpu", progress=False)
     assert scores["model_id"] == f"{tiny_llava_dir.parent.name}/{tiny_llava_dir.name}"
+
+
+def test_answers_of_other_weights_are_never_resumed(tiny_llava_dir, tmp_path, capsys):
+    """issue 18.1: `evaluate --model B --out O` after A gave B the answers of A; so did a model retrained in place."""
+    import os
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from llavamed_lite.eval.evaluate import model_fingerprint
+
+    a, b, out = tiny_llava_dir, tmp_path / "b", tmp_path / "o"
+    shutil.copytree(a, b)
+    weights = b / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1  # other weights, the same names, sizes and config
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert model_fingerprint(a) != model_fingerprint(b)
+    argv = ["evaluate", "--benchmark", "vqa-rad", "--limit", "2", "--max-new-tokens", "2", "--device", "cpu",
+            "--model-id", "stage2/model", "--out", str(out)]
+    assert cli_main([*argv, "--model", str(a)]) == 0
+    first = (out / "answers.jsonl").read_text()
+    capsys.readouterr()
+    assert cli_main([*argv, "--model", str(b)]) == 2
+    assert "answered by other weights" in capsys.readouterr().err and (out / "answers.jsonl").read_text() == first
+    assert cli_main([*argv, "--model", str(b), "--restart"]) == 0
+    rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [r["metadata"]["model_fingerprint"] for r in rows] == [model_fingerprint(b)] * 2
+    stat = weights.stat()  # retrained in place: the same folder, its weights written again
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cli_main([*argv, "--model", str(b)]) == 2
+
+
+def test_questions_beyond_the_context_or_not_unicode_are_refused_by_id(tiny_llava, items, tmp_path):
+    """issue 18.6: a question longer than the context got a garbage answer (rc 0); a lone surrogate a TypeError."""
+    model, processor = tiny_llava
+    limit, path = model.config.text_config.max_position_embeddings, tmp_path / "a.jsonl"
+    long = dataclasses.replace(items[1], question="Is there a nodule in the left lung? " * (limit // 4))
+    with pytest.raises(ValueError, match=rf"question {long.question_id}: \d+ prompt tokens \+ 4 new tokens exceed "
+                                         rf"the model's context of {limit} tokens"):
+        generate_answers(model, processor, [items[0], long], path, "m", max_new_tokens=4, progress=False)
+    with pytest.raises(ValueError, match=rf"question {items[0].question_id}: .* exceed"):
+        generate_answers(model, processor, [items[0]], path, "m", max_new_tokens=limit, progress=False)
+    bad = dataclasses.replace(items[0], question="Is there a nodule\ud800?")
+    with pytest.raises(ValueError, match=rf"question {bad.question_id}: the text is not valid Unicode"):
+        generate_answers(model, processor, [bad], path, "m", progress=False)
+    assert not path.exists()
+
+
+def test_an_empty_question_list_is_a_clear_error(tiny_llava_dir, tmp_path, capsys):
+    """issue 18.6: an empty question list reported a missing answers.jsonl."""
+    questions = tmp_path / "questions.json"
+    questions.write_text("[]")
+    argv = ["evaluate", "--benchmark", "tiny", "--data", str(questions), "--model", str(tiny_llava_dir), "--out",
+            str(tmp_path / "o")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no questions to answer" in err and not (tmp_path / "o").exists()

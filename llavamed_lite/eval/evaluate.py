@@ -2,6 +2,7 @@
 question order) and out_dir/scores.json (`vqa_scores` in the paper's mode, our strict figures beside them, with a
 breakdown by question type)."""
 
+import hashlib
 from pathlib import Path
 from typing import Iterable
 
@@ -38,18 +39,32 @@ def default_model_id(model_dir: str | Path) -> str:
     return "/".join(Path(model_dir).resolve().parts[-2:])  # e.g. "stage2/model": stages all save to "model"
 
 
+def model_fingerprint(model_dir: str | Path) -> str:
+    """What identifies a saved model's answers: a hash of its config.json and of each weight file's name, size and
+    modification time (cheap on a 14 GB model, and new whenever the folder is retrained or replaced in place)."""
+    model_dir, digest = Path(model_dir), hashlib.sha256()
+    if (model_dir / "config.json").is_file():
+        digest.update((model_dir / "config.json").read_bytes())
+    for path in sorted(model_dir.iterdir()) if model_dir.is_dir() else []:
+        if path.is_file() and path.name.endswith((".safetensors", ".bin", ".safetensors.index.json")):
+            stat = path.stat()
+            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path, model_id: str | None = None,
                  batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "float32",
                  progress: bool = True, restart: bool = False) -> list[dict]:
     """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an answer file,
-    resuming it (`restart`: start it afresh); return all its answer records."""
+    resuming it when the same weights wrote it (`model_fingerprint`; another model's file is refused), or starting
+    it afresh with `restart`; return all its answer records."""
     from ..model.compose import load_llava
 
     if restart:
         Path(out_path).unlink(missing_ok=True)
     model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
     return generate_answers(model, processor, items, out_path, model_id or default_model_id(model_dir), batch_size,
-                            max_new_tokens, progress)
+                            max_new_tokens, progress, fingerprint=model_fingerprint(model_dir))
 
 
 def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
@@ -57,11 +72,14 @@ def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: 
              closed_suffix: bool = False, max_new_tokens: int = VQA_MAX_NEW_TOKENS, model_id: str | None = None,
              device: str = "auto", dtype: str = "float32", progress: bool = True, restart: bool = False) -> dict:
     """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores.
-    `restart` deletes the answers first: a model retrained in place keeps its model_id, so its old answers would
-    otherwise be resumed as if they were the new model's."""
+    Answers written by other weights (another model, or this folder before it was retrained) are never resumed: the
+    run is refused until `restart` deletes them."""
     items = load_benchmark(benchmark, split, source, closed_suffix=closed_suffix)
     if limit is not None:
         items = items[:limit]
+    if not items:
+        raise ValueError(f"{benchmark} ({split}{', ' + str(source) if source else ''}"
+                         f"{f', limit {limit}' if limit is not None else ''}): no questions to answer")
     model_id, out_dir = model_id or default_model_id(model_dir), Path(out_dir)
     answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
                            device, dtype, progress, restart)
