@@ -157,15 +157,17 @@ def _full() -> Config:
 PRESETS = {"tiny": _tiny, "lora": _lora, "full": _full}
 
 
-def load_config(scale: str = "tiny", overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Config:
+def load_config(scale: str = "tiny", overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                settings: Sequence[str] = ()) -> Config:
     """The preset for `scale` with overrides applied: a mapping {"stage2.lr": 1e-4} or strings "stage2.lr=1e-4".
-    Overrides whose value is None are ignored, so notebooks can pass optional parameters straight through."""
+    Overrides whose value is None are ignored, so notebooks can pass optional parameters straight through.
+    `settings` ("key=value" strings, e.g. a notebook's `settings` parameter from `run --set`) are applied first."""
     if scale not in PRESETS:
         raise ValueError(f"unknown scale preset {scale!r}: choose one of {', '.join(SCALES)}")
     cfg = PRESETS[scale]()
     if quick_mode():
         apply_quick(cfg)
-    return apply_overrides(cfg, overrides or {})
+    return apply_overrides(apply_overrides(cfg, list(settings)), overrides or {})
 
 
 def quick_mode() -> bool:
@@ -219,7 +221,8 @@ _RANGES = {
                     "lora_alpha": (0, None, False), "lora_dropout": (0, 1, True), "save_steps": (1, None, True),
                     "logging_steps": (1, None, True)},
     "DataConfig": {"image_size": (1, None, True), "n_train_figures": (1, None, True),
-                   "n_heldout_figures": (1, None, True), "n_articles": (1, None, True), "max_articles": (1, None, True)},
+                   "n_heldout_figures": (1, None, True), "n_articles": (1, None, True),
+                   "max_articles": (1, None, True), "max_pairs": (1, None, True)},
 }
 _CHOICES = {"projector": ("mlp2x_gelu", "linear"), "vision_feature_select_strategy": ("default", "full"),
             "dtype": ("float32", "bfloat16", "float16"), "template": ("plain", "mistral_instruct"), "scale": SCALES}

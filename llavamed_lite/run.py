@@ -4,16 +4,21 @@
 each one, collects the metrics the notebooks recorded (llavamed_lite.runs.record_metrics) and writes
 runs/demo/summary.json: {"scale", "notebooks": [{"name", "seconds", "ok"}], "metrics": {name: number}}.
 A failing notebook stops the run with its name, the failing cell and the error, and a non-zero exit.
+
+`--set key=value` (any config field, repeatable) reaches every notebook as its `settings` parameter; `--quick` runs
+the smoke-test sizes of llavamed_lite.config.apply_quick at any scale.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
+from .config import QUICK_ENV, load_config
 from .io import atomic_write_json
 from .paths import REPO_ROOT
-from .runs import read_metrics
+from .runs import RunDir, read_metrics
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -51,16 +56,20 @@ def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, prog
 
 def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: list[str] | None = None,
                  in_place: bool = False, seed: int | None = None, notebooks_dir: str | Path = NOTEBOOKS,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, settings: list[str] | None = None, quick: bool = False) -> dict:
     """Execute the notebooks in order and return the summary (also written to run_dir/summary.json).
 
     in_place re-executes the committed notebooks with their own default parameters (the tiny run), so the outputs
-    readers see on GitHub are those of the tiny run."""
-    run_dir = Path(run_dir).resolve()
+    readers see on GitHub are those of the tiny run. `settings` ("key=value" config overrides) are checked here,
+    then handed to every notebook; `quick` sets quick mode for the notebooks' kernels."""
+    settings = list(settings or [])
+    load_config(scale, settings)  # a bad key or value fails here, before any notebook runs
+    if quick:
+        os.environ[QUICK_ENV] = "1"  # the kernels papermill starts inherit it
+    run = RunDir(Path(run_dir).resolve())
     notebooks = pipeline_notebooks(notebooks_dir, only)
-    out_dir = run_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {} if in_place else {"scale": scale, "run_dir": str(run_dir)}
+    out_dir = run.notebooks
+    parameters = {} if in_place else {"scale": scale, "run_dir": str(run.root), "settings": settings}
     if seed is not None and not in_place:
         parameters["seed"] = seed
     summary = {"scale": scale, "notebooks": [], "metrics": {}}
@@ -77,9 +86,9 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: l
             entry["seconds"] = round(time.perf_counter() - start, 2)
             raise
         finally:
-            metrics_dir = path.parent / "runs" / "tiny" if in_place else run_dir
+            metrics_dir = path.parent / "runs" / "tiny" if in_place else run.root
             summary["metrics"] = read_metrics(metrics_dir)
-            atomic_write_json(run_dir / "summary.json", summary)
+            atomic_write_json(run.summary, summary)
     return summary
 
 
@@ -97,27 +106,35 @@ def format_summary(summary: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli import count
     from .config import SCALES
 
     parser.add_argument("--scale", default="tiny", choices=SCALES)
     parser.add_argument("--run-dir", default="runs/demo", help="where artifacts, executed notebooks and summary.json go")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=count(0), default=None)
     parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 04")
     parser.add_argument("--in-place", action="store_true",
                         help="re-execute the committed notebooks in place with their defaults (make notebooks)")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field in every notebook, e.g. --set model.lm=DIR (repeatable)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke-test sizes at any scale: few steps; at lora/full small batches and offline inputs")
 
 
 def main(args: argparse.Namespace) -> int:
     summary = None
     try:
         summary = run_pipeline(args.scale, args.run_dir, args.only, args.in_place, args.seed,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, settings=args.settings, quick=args.quick)
     except NotebookFailed as e:
         print(f"\nFAILED: {e}", file=sys.stderr)
         return 1
+    except (KeyError, ValueError) as e:  # a bad --set: nothing has run
+        print(f"llavamed-lite run: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     finally:
-        path = Path(args.run_dir) / "summary.json"
+        path = RunDir(args.run_dir).summary
         if path.exists():
             from .io import read_json
 

@@ -75,17 +75,20 @@ ARTIFACTS = {
 
 
 class RunDir:
-    """Paths of one run directory. Folders are created when asked for, files are not."""
+    """Paths of one run directory. Folders are created when asked for (unless create=False: readers that only look),
+    files are not."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, create: bool = True):
         self.root = Path(root)
+        self.create = create
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.root)!r})"
 
     def _dir(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
+        if self.create:
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     # ---- data ----
@@ -138,7 +141,12 @@ class RunDir:
         the captions' folder: the tiny world's data/ or the curated data/pmc/."""
         folder = self.root / "data" / "pmc" if source == "curated" else self.root / "data"
         name = "instruct_train.json" if source == "tiny" else f"instruct_{source.replace('-', '_')}.json"
-        return Records(self._dir("instruct") / name, folder)
+        return Records(self.instruct_dir / name, folder)
+
+    @property
+    def instruct_dir(self) -> Path:
+        """Instruction files, with the answer caches of LLM backends beside them."""
+        return self._dir("instruct")
 
     # ---- stages ----
     def stage(self, stage: str, benchmark: str = "tiny") -> Path:
@@ -164,7 +172,12 @@ class RunDir:
 
     def sibling(self, name: str) -> "RunDir":
         """A run directory nested in this one, for side experiments (e.g. 05's LoRA comparison)."""
-        return RunDir(self._dir(name))
+        return RunDir(self._dir(name), self.create)
+
+    @classmethod
+    def of_model(cls, model_dir: str | Path) -> "RunDir":
+        """The run directory a saved stage model lives in (run_dir/<stage>/model), for readers only."""
+        return cls(Path(model_dir).resolve().parents[1], create=False)
 
     # ---- records of the run ----
     @property

@@ -53,6 +53,15 @@ def ensure_instruct(cfg: Config, run_dir: str | Path, progress: bool = False) ->
     return out
 
 
+def curated_captions(run_dir: str | Path) -> Path:
+    """Notebook 02's caption file, the input of 03 on the curated chain."""
+    path = RunDir(run_dir).curated()["captions"]
+    if not path.is_file():
+        raise MissingInput(f"{path} is missing: it is made by notebook 02 (or `llavamed-lite curate --run-dir {run_dir} "
+                           "--input PACKAGES`); or give notebook 03 a caption file with its `captions` parameter")
+    return path
+
+
 def curated_instruct(run_dir: str | Path) -> Records:
     return RunDir(run_dir).instruct("curated").require(
         "notebook 03 with data_source='curated' (or `llavamed-lite synthesize --captions "
@@ -104,3 +113,41 @@ def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | 
 
     return prepare_release_records(RunDir(run_dir), stage, cfg.data.release, cfg.data.instruct_variant,
                                    cfg.data.max_pairs, cfg.seed, progress)
+
+
+def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 300) -> list[dict]:
+    """Figures to caption before and after stage 1, each {image, domain, caption}: the tiny world's held-out figures
+    at source tiny; otherwise the last n stage-1 records (seen in training: a smoke check, not a held-out score)."""
+    from .data.formats import load_records, record_domain
+    from .data.release import domain_of
+
+    if cfg.data.source == "tiny":
+        world = ensure_world(cfg, run_dir)
+        return [{"image": str(world["root"] / r["image"]), "domain": record_domain(r), "caption": r["fig_caption"]}
+                for r in read_caption_file(world["captions_heldout"])[:n]]
+    rows = load_records(records.path)[-n:]
+    return [{"image": str(records.image_folder / r["image"]), "domain": domain_of(r),
+             "caption": r.get("conversations", r.get("conversatons"))[1]["value"]} for r in rows]
+
+
+def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3, turns: int = 3) -> list[dict]:
+    """Figures to chat about before and after stage 2, each {id, image, questions, answers}: the tiny world's
+    held-out questions at source tiny; otherwise the first n stage-2 conversations' own questions."""
+    from collections import defaultdict
+
+    from .data.formats import IMAGE_TOKEN, conversations_of, load_records
+
+    if cfg.data.source == "tiny":
+        world = ensure_world(cfg, run_dir)
+        by_pair = defaultdict(list)
+        for q in load_records(world["vqa_heldout"]):
+            by_pair[q["pair_id"]].append(q)
+        groups = [(pid, world["root"] / qs[0]["image"], [q["conversations"] for q in qs[:turns]])
+                  for pid, qs in list(by_pair.items())[:n]]
+    else:
+        groups = [(r["id"], records.image_folder / r["image"],
+                   [conversations_of(r)[k:k + 2] for k in range(0, 2 * turns, 2)])
+                  for r in load_records(records.path)[:n]]
+    return [{"id": gid, "image": str(image),
+             "questions": [c[0]["value"].replace(IMAGE_TOKEN, "").strip() for c in convs if len(c) == 2],
+             "answers": [c[1]["value"] for c in convs if len(c) == 2]} for gid, image, convs in groups]

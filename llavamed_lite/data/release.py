@@ -137,7 +137,8 @@ def fetch_images(pair_ids: list[str], manifest: Path, images: Path, packages: Pa
     download = download_all(todo, packages, workers=workers, progress=progress)
     for pkg, got in tqdm(list(zip(todo, download.results)), desc="extract", unit="pkg", disable=not progress):
         if got.status == "failed":
-            results += [{"pair_id": pid, "status": "failed", "reason": f"package {got.reason}"} for _, pid in pkg.images]
+            results += [{"pair_id": pid, "status": "failed", "reason": f"package {got.reason}"}
+                        for _, pid in pkg.images]
             continue
         try:
             results += extract_listed_images(packages / pkg.name, pkg.images, images)
