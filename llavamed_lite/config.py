@@ -76,6 +76,9 @@ class DataConfig:
     source: str = "tiny"
     release: str = RELEASE_URL  # llava-med: a local folder or a base URL holding the released files
     instruct_variant: str = "60k-im"  # llava-med stage 2: 10k, 60k or 60k-im (with inline mentions)
+    # Our synthesis (`synthesize`, notebook 03): give the writer each figure's inline mentions, LLaVA-Med's 60K-IM,
+    # its best-scoring variant. The offline tiny backend writes from the findings and does not read them.
+    with_mentions: bool = True
     max_pairs: int | None = None  # llava-med: train on this many pairs, sampled round-robin over the five domains
     benchmark: str = "tiny"  # VQA fine-tuning data: tiny (the world's questions), vqa-rad, slake or pathvqa
     benchmark_data: str | None = None  # the benchmark's folder (None: data_samples/; PathVQA has to be given)

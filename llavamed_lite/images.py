@@ -21,7 +21,9 @@ def load_image(path: str | Path, window: tuple[float, float] | None = None) -> I
             if im.width * im.height > MAX_PIXELS:
                 raise ValueError(f"{path}: image of {im.width}x{im.height} px is too large (limit {MAX_PIXELS:,} pixels)")
             return im.convert("RGB")
-    except (OSError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL refuses it at open, from the header's size
+        raise ValueError(f"{path}: image is too large ({e})") from None
+    except OSError as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
 

@@ -197,9 +197,10 @@ def test_missing_and_unreadable_images_are_named_or_skipped(tiny_llava, tiny_tra
     dataset = ConversationDataset(records, processor, "mistral_instruct", 128, tmp_path, skip_bad=True)
     assert len(dataset) == 10 and len(dataset.errors) == 2
     assert "c2" in dataset.errors[0] and "c5" in dataset.errors[1]
-    unchecked = ConversationDataset(records[3:], processor, "mistral_instruct", 128, tmp_path)
-    with pytest.raises(RecordError, match="record 'c5'.*broken.png"):
-        LlavaCollator(processor)([unchecked[i] for i in range(len(unchecked))])
+    checked = ConversationDataset(records[6:], processor, "mistral_instruct", 128, tmp_path)
+    (tmp_path / records[7]["image"]).write_bytes(b"broken after the check")  # the collator still names the file
+    with pytest.raises(RecordError, match="record 'c7'.*7.png"):
+        LlavaCollator(processor)([checked[i] for i in range(len(checked))])
 
 
 def test_bad_conversations_are_named_or_skipped(tiny_llava, tiny_train_data):

@@ -1,9 +1,14 @@
-"""The training dataset (records tokenised up front, images read per batch) and the collator that pads a batch.
+"""The training dataset (records tokenised and images checked up front) and the collator that pads a batch.
 
-Tokenising every record before training finds bad records at once (with the record named) and gives the lengths
-that length-grouped sampling needs; images are read in the collator so memory stays flat whatever the data size.
+Tokenising every record and opening every image before training finds bad records at once, all of them, named (a
+truncated or corrupt file would otherwise stop a batch hours in), and gives the lengths that length-grouped sampling
+needs. Images are read again in the collator so memory stays flat whatever the data size; with an image cache they
+are shrunk once, during the check, to the model's input size, so a training step no longer decodes 1,000 px JPEGs.
 """
 
+import hashlib
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -16,11 +21,17 @@ from .templates import IGNORE_INDEX, TruncationCounter, image_seq_length, tokeni
 
 
 class ConversationDataset(Dataset):
-    """Records -> {input_ids, labels, image (path), id}. With skip_bad, bad records are skipped and listed in
-    `self.errors` (a missing image file counts as bad); without it the first one raises, naming the record."""
+    """Records -> {input_ids, labels, image (path), id}. Every record is checked, its image opened once: bad records
+    (a missing, truncated, corrupt or too large image counts as bad) are listed in `self.errors`; without skip_bad
+    any raises one error listing all of them, with it they are skipped and reported. With `image_cache` (a folder)
+    and `image_size` ((side, pad_to_square), see image_input_size), images larger than the model's input are read
+    from shrunk copies made there once."""
 
     def __init__(self, records: list[dict], processor, template: str, max_length: int, image_folder: str | Path,
-                 skip_bad: bool = False, source: str = "<records>"):
+                 skip_bad: bool = False, source: str = "<records>", image_cache: str | Path | None = None,
+                 image_size: tuple[int, bool] | None = None):
+        if image_cache is not None and image_size is None:
+            raise ValueError("image_cache needs image_size (the model's input side and pad_to_square)")
         self.image_folder = Path(image_folder)
         self.errors: list[str] = []
         self.truncation = TruncationCounter()
@@ -30,19 +41,18 @@ class ConversationDataset(Dataset):
             where = f"{source}: record {i}" + (f" (id {record.get('id')!r})" if isinstance(record, dict) else "")
             try:
                 record = validate_training_record(record, where)
-                image = self.image_folder / record["image"]
-                if not image.is_file():
-                    raise RecordError(f"{where}: image file {image} does not exist")
-                if skip_bad:  # find unreadable images now, so they are skipped rather than stopping a batch later
-                    record_image(image, record["id"])
+                image = checked_image(self.image_folder / record["image"], where, image_cache, image_size)
                 item = tokenize_record(record, processor.tokenizer, template, n_image, max_length, self.truncation, where)
             except RecordError as e:
-                if not skip_bad:
-                    raise
                 self.errors.append(str(e))
                 continue
             self.items.append({**item, "image": str(image), "id": record["id"]})
         warn_truncation(self.truncation, max_length)
+        if self.errors and not skip_bad:
+            raise RecordError(bad_records_message(source, self.errors))
+        if self.errors:
+            print(f"{source}: skipped {len(self.errors)} bad records (skip_bad); the first: {self.errors[0]}",
+                  file=sys.stderr)
         if not self.items:
             raise RecordError(f"{source}: no usable training records" + (f" ({len(self.errors)} bad)" if self.errors else ""))
 
@@ -55,6 +65,52 @@ class ConversationDataset(Dataset):
     @property
     def lengths(self) -> list[int]:
         return [len(item["input_ids"]) for item in self.items]
+
+
+def bad_records_message(source: str, errors: list[str], shown: int = 20) -> str:
+    more = f"\n  ... and {len(errors) - shown} more" if len(errors) > shown else ""
+    return (f"{source}: {len(errors)} bad training records (fix them, or set skip_bad=true to skip them):\n  "
+            + "\n  ".join(errors[:shown]) + more)
+
+
+def image_input_size(processor) -> tuple[int, bool]:
+    """(side, pad_to_square): the processor resizes the shorter side (the padded square's side) to `side`."""
+    ip = processor.image_processor
+    size = ip.crop_size if ip.do_center_crop else ip.size
+    side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else (size.height or size.shortest_edge)
+    return int(side), bool(getattr(ip, "do_pad", False))
+
+
+def checked_image(path: Path, where: str, cache: str | Path | None, size: tuple[int, bool] | None) -> Path:
+    """Open an image once, fully decoded, and return the file training should read: the image itself, or with a
+    cache a copy shrunk to the model's input size (made once, named by the source's path, size and time)."""
+    if not path.is_file():
+        raise RecordError(f"{where}: image file {path} does not exist")
+    target = None
+    if cache is not None:
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{size}"
+        target = Path(cache) / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.png"
+        if target.is_file():
+            return target
+    try:
+        image = load_image(path)
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{where}: {e}") from None
+    if target is None:
+        return path
+    side, pad = size
+    scale = side / (max(image.size) if pad else min(image.size))  # pad: the square's side is the longer side
+    if scale >= 1 and path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        return path  # small enough already (DICOM is cached anyway: it is windowed once, not at every step)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BICUBIC)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.stem}.{os.getpid()}.partial.png")
+    image.save(partial)
+    os.replace(partial, target)
+    return target
 
 
 def record_image(path: str | Path, record_id=None) -> Image.Image:
