@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     if not argv or argv[0] not in COMMANDS:
-        top.parse_args(argv)  # prints usage or the unknown-command error and exits
-        return 2
+        return _parse(top, argv)  # prints the help, or the unknown-command error
     module_name, help_text = COMMANDS[argv[0]]
     try:
         module = importlib.import_module(module_name)
@@ -95,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         raise
     parser = ArgumentParser(prog=f"llavamed-lite {argv[0]}", description=help_text)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    args = _parse(parser, argv[1:])
+    if isinstance(args, int):  # --help, or a usage error
+        return args
     try:
         return int(module.main(args) or 0)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError) as e:
@@ -104,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"llavamed-lite {argv[0]}: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code of --help (0) or of a usage error (2): main returns it, so callers in
+    the same process (tests, notebooks) get a code instead of SystemExit."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
 
 
 if __name__ == "__main__":

@@ -242,3 +242,35 @@ def test_ledger_cut_mid_line_resumes_that_package(packages, tmp_path):
     resumed = Curator(run).run(sources, progress=False)
     assert resumed.records == reference.records and resumed.report == reference.report
     assert len(ledger.read_text().splitlines()) == len(sources)
+
+
+def test_wrong_inputs_never_replace_a_finished_run(packages, tmp_path, capsys):
+    """issue 18.4: `curate --input /etc/passwd` on a finished run dir replaced captions.json with [] (rc 0)."""
+    run = tmp_path / "run"
+    argv = ["curate", "--run-dir", str(run), "--no-progress"]
+    assert cli_main([*argv, "--input", str(packages)]) == 0
+    def outputs():  # the ledger is not an output: it records every package seen, for resume
+        return {p: p.read_bytes() for p in (run / "data" / "pmc").glob("*.json*") if p.name != "curation_ledger.jsonl"}
+
+    before = outputs()
+    assert len(before) == 5
+    capsys.readouterr()
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert cli_main([*argv, "--input", str(passwd)]) == 2
+    assert "no PMC package" in capsys.readouterr().err
+    rejected = tmp_path / "rejected"
+    rejected.mkdir()
+    article_package(rejected, "PMC900", [("f1", "Too short.", jpeg(picture(11)))])  # a source that keeps nothing
+    assert cli_main([*argv, "--input", str(rejected)]) == 1
+    err = capsys.readouterr().err
+    assert "kept no figure" in err and "earlier outputs were kept" in err
+    assert outputs() == before
+
+
+def test_max_articles_must_be_positive(packages, tmp_path, capsys):
+    """issue 18.4: `--max-articles -5` quietly curated all but the last 5."""
+    assert cli_main(["curate", "--input", str(packages), "--run-dir", str(tmp_path / "run"), "--max-articles", "-5"]) == 2
+    assert "--max-articles: must be >= 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="max_articles must be >= 1"):
+        Curator(tmp_path / "run").run(find_sources([packages]), max_articles=-5, progress=False)
