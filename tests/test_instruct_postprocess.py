@@ -30,12 +30,21 @@ def test_build_messages_shape_with_and_without_mentions():
     assert not any("Figure Context" in m["content"] for m in plain[1:])
     im = build_messages(RECORD, with_mentions=True)
     assert im[-1]["content"].endswith("Figure Context:\n- CT (Fig. 2) showed liver lesions.\n- Both lesions (Fig. 2) were small.")
-    assert sum("Figure Context" in m["content"] for m in im[1:-1]) >= 2  # examples with mentions, shown as such
+    assert sum("Figure Context" in m["content"] for m in im[1:-1]) == len(FEW_SHOT) == 8  # every example's, shown
 
 
-def test_few_shot_examples_cover_every_domain_and_survive_post_processing():
-    assert {ex.domain for ex in FEW_SHOT} == set(DOMAINS)
-    assert any(ex.mentions for ex in FEW_SHOT) and any(not ex.mentions for ex in FEW_SHOT)
+def test_few_shot_examples_are_llava_med_s_mix_each_with_mentions():
+    assert Counter(ex.domain for ex in FEW_SHOT) == {"chest_xray": 2, "ct_scan": 1, "gross": 2, "histology": 2,
+                                                     "mri": 1}
+    assert all(ex.mentions for ex in FEW_SHOT)
+    im, plain = build_messages(RECORD, with_mentions=True), build_messages(RECORD)
+    for ex, m_im, m_plain in zip(FEW_SHOT, im[1:-1:2], plain[1:-1:2]):  # each example's user message
+        assert m_im["content"] == user_message(ex.fig_label, ex.caption, ex.mentions)
+        assert m_im["content"].startswith(f"Figure Caption:\n{ex.fig_label}: {ex.caption}\n\nFigure Context:\n- ")
+        assert m_im["content"].count("\n- ") == len(ex.mentions) and "Figure Context" not in m_plain["content"]
+
+
+def test_few_shot_examples_survive_post_processing():
     for ex in FEW_SHOT:
         cleaned = clean_response(ex.conversation)
         assert cleaned.reject is None and not cleaned.dropped, ex.domain
@@ -136,3 +145,31 @@ def test_a_response_cut_off_at_max_tokens_loses_its_last_exchange():
     cut_in_question = "User: Is it a CT?\n\nAssistant: Yes.\n\nUser: Where is"
     assert clean_response(cut_in_question, truncated=True).dropped == {"unanswered_question": 1}
     assert clean_response("User: Is it a CT?\n\nAssistant: Ye", truncated=True).reject == "all_turns_dropped"
+
+
+def test_cli_limit_takes_domains_in_turn_and_sends_mentions_by_default(tmp_path, monkeypatch):
+    """`synthesize --limit N` samples round-robin over the domains (not the first N, all of one domain), and the
+    60K-IM prompt (inline mentions) is the default; --no-with-mentions gives the 60K one."""
+    import json
+
+    from llavamed_lite.cli import main
+    from llavamed_lite.config import load_config
+    from llavamed_lite.instruct.local_server import LocalChatServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test")
+    assert load_config("lora").data.with_mentions and load_config("full").data.with_mentions
+    captions = [{**RECORD, "pair_id": f"{d}-{k}", "fig_caption": f"Figure {d} {k}.",
+                 "domain": {x: x == d for x in DOMAINS}} for d in DOMAINS for k in range(3)]  # grouped by domain
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(captions))
+    sent = {}
+    for flag in ([], ["--no-with-mentions"]):
+        with LocalChatServer() as server:
+            assert main(["synthesize", "--captions", str(path), "--out", str(tmp_path / f"o{len(flag)}.json"),
+                         "--backend", "openai", "--model", "m", "--base-url", server.base_url, "--limit", "5",
+                         "--max-retries", "0", "--no-progress", *flag]) == 0
+            sent[bool(flag)] = [r["body"]["messages"][-1]["content"] for r in server.requests]
+    assert len(sent[False]) == 5 and all("Figure Context:\n- CT (Fig. 2)" in m for m in sent[False])
+    assert len(sent[True]) == 5 and not any("Figure Context" in m for m in sent[True])
+    records = json.loads((tmp_path / "o0.json").read_text())
+    assert sorted(r["id"].split("-")[0] for r in records) == sorted(DOMAINS)  # one of each domain

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 from ..cli import count, number
+from ..config import DataConfig
 from ..data.formats import read_caption_file
+from ..data.release import round_robin
 from .cost import BudgetError
 from .engine import RetryPolicy
 from .synthesize import BACKENDS, make_backend, replace_instruct, stats_path, synthesize
@@ -38,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", default=None, help="an OpenAI-compatible server, e.g. http://localhost:8000/v1")
     parser.add_argument("--azure-endpoint", default=None, help="use Azure OpenAI at this endpoint")
     parser.add_argument("--api-version", default=None, help="Azure API version (default: OPENAI_API_VERSION or 2024-10-21)")
-    parser.add_argument("--with-mentions", action="store_true", help="add the inline mentions (LLaVA-Med's 60K-IM)")
+    parser.add_argument("--with-mentions", action=argparse.BooleanOptionalAction, default=DataConfig.with_mentions,
+                        help="give the writer the inline mentions (LLaVA-Med's 60K-IM; default: on, as "
+                             "data.with_mentions; --no-with-mentions for the 60K variant)")
     parser.add_argument("--concurrency", type=count(1), default=8, help="requests in flight at once")
     parser.add_argument("--rpm", type=number(), default=None, help="at most this many requests per minute")
     parser.add_argument("--tpm", type=number(), default=None, help="at most this many tokens per minute")
@@ -49,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=number(strict=False), default=0.0)
     parser.add_argument("--timeout", type=number(), default=120.0, help="seconds before a request is retried")
     parser.add_argument("--max-retries", type=count(0), default=6)
-    parser.add_argument("--limit", type=count(1), default=None, help="only the first N caption records")
+    parser.add_argument("--limit", type=count(1), default=None,
+                        help="only N caption records, taken in turn from each domain (shuffled with --seed)")
     parser.add_argument("--seed", type=count(0), default=0, help="offline conversations and <image> placement")
     parser.add_argument("--log-file", default=None, help="also write the log here")
     parser.add_argument("--no-progress", action="store_true")
@@ -81,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        captions = read_caption_file(args.captions)[: args.limit]
+        captions = round_robin(read_caption_file(args.captions), args.limit, seed=args.seed)
     except (OSError, ValueError) as e:  # RecordError is a ValueError; both name the file and the record
         print(f"llavamed-lite synthesize: {e}", file=sys.stderr)
         return 2

@@ -2,8 +2,8 @@
 
 LLaVA-Med gave GPT-4 a figure's caption (and, in the "inline mentions" variant, the article's sentences that
 cite the figure) and asked for a multi-turn conversation in which both speakers seem to look at the image.
-The structure follows theirs (reference.md): a system message with the rules, few-shot examples as
-user/assistant message pairs, then the query. Every sentence here is our own.
+The structure follows theirs: a system message with the rules, eight few-shot examples (their mix of domains) as
+user/assistant message pairs, then the query. Every sentence and every example figure here is our own.
 """
 
 from dataclasses import dataclass
@@ -42,13 +42,14 @@ class FewShotExample:
     conversation: str  # "User: ...\n\nAssistant: ..." as the model should write it
 
 
-# Our own examples: at least one per domain, some with inline mentions. Short captions keep the prompt cheap.
+# Our own invented figures, in LLaVA-Med's mix: 2 chest X-ray, CT, 2 gross, 2 histology, MRI; each with its inline
+# mentions (shown only in the 60K-IM variant). Short captions keep the prompt cheap.
 FEW_SHOT: tuple[FewShotExample, ...] = (
     FewShotExample(
         "chest_xray", "Figure 1",
         "Frontal chest radiograph of a 58-year-old smoker showing a 2.5 cm spiculated nodule in the right upper "
         "lobe. The heart size is normal.",
-        (),
+        ("A chest radiograph (Figure 1) obtained for a persistent cough revealed a nodule in the right upper lobe.",),
         "User: What kind of image is this?\n\n"
         "Assistant: This is a frontal (posteroanterior) chest X-ray.\n\n"
         "User: Is there anything abnormal in the lungs?\n\n"
@@ -85,18 +86,32 @@ FEW_SHOT: tuple[FewShotExample, ...] = (
         "lesions stand out against the normal liver.",
     ),
     FewShotExample(
-        "mri", "Fig. 3",
-        "Axial T2-weighted MRI of the brain showing a large heterogeneous mass in the left frontal lobe with "
-        "surrounding vasogenic oedema and mass effect.",
-        (),
-        "User: What imaging technique was used here?\n\n"
-        "Assistant: This is an axial brain MRI, T2-weighted: fluid such as the cerebrospinal fluid in the "
-        "ventricles appears bright.\n\n"
-        "User: Is there a mass, and where is it?\n\n"
-        "Assistant: Yes, there is a large mass in the frontal lobe of the left hemisphere.\n\n"
-        "User: What is the bright area around the mass?\n\n"
-        "Assistant: It is most likely oedema, swelling of the surrounding brain tissue, which shows as a bright "
-        "halo on T2-weighted images. It pushes on nearby structures, a so-called mass effect.",
+        "gross", "Fig. 6",
+        "Gross photograph of the nephrectomy specimen: a 4 cm well-circumscribed yellow tumour in the upper "
+        "pole of the kidney. Scale in centimetres.",
+        ("The cut surface of the specimen (Fig. 6) showed a solitary, well-demarcated yellow tumour.",),
+        "User: What is shown in this photograph?\n\n"
+        "Assistant: A surgical specimen of a kidney, cut open and photographed next to a ruler.\n\n"
+        "User: Is there a lesion on the cut surface?\n\n"
+        "Assistant: Yes, there is a well-defined yellow lesion at one end (pole) of the kidney.\n\n"
+        "User: How large is it?\n\n"
+        "Assistant: Compared with the ruler it is fairly large, a few centimetres across. The yellow colour is "
+        "typical of tumours that contain fat, such as clear cell renal cell carcinoma, though only the histology "
+        "can confirm the type.",
+    ),
+    FewShotExample(
+        "gross", "Figure 8",
+        "Opened resected stomach showing a 5 cm ulcerated mass with raised, rolled edges on the lesser curvature.",
+        ("The resection specimen (Figure 8) contained an ulcerated tumour on the lesser curvature.",),
+        "User: Which organ is shown in this photograph?\n\n"
+        "Assistant: It is a stomach that has been removed surgically and opened, so its inner lining faces the "
+        "camera.\n\n"
+        "User: What abnormality can you see?\n\n"
+        "Assistant: There is a mass with a central ulcer, a crater in the lining, surrounded by raised and rolled "
+        "edges.\n\n"
+        "User: Does its appearance suggest a benign ulcer?\n\n"
+        "Assistant: Raised, heaped-up edges around an ulcer are more typical of a malignant tumour than of a simple "
+        "peptic ulcer, but only a microscopic examination of the tissue can tell.",
     ),
     FewShotExample(
         "histology", "Figure 5",
@@ -114,18 +129,34 @@ FEW_SHOT: tuple[FewShotExample, ...] = (
         "Assistant: Yes, there is a pale area with few or no nuclei, which is consistent with necrosis.",
     ),
     FewShotExample(
-        "gross", "Fig. 6",
-        "Gross photograph of the nephrectomy specimen: a 4 cm well-circumscribed yellow tumour in the upper "
-        "pole of the kidney. Scale in centimetres.",
-        (),
-        "User: What is shown in this photograph?\n\n"
-        "Assistant: A surgical specimen of a kidney, cut open and photographed next to a ruler.\n\n"
-        "User: Is there a lesion on the cut surface?\n\n"
-        "Assistant: Yes, there is a well-defined yellow lesion at one end (pole) of the kidney.\n\n"
-        "User: How large is it?\n\n"
-        "Assistant: Compared with the ruler it is fairly large, a few centimetres across. The yellow colour is "
-        "typical of tumours that contain fat, such as clear cell renal cell carcinoma, though only the histology "
-        "can confirm the type.",
+        "histology", "Figure 7",
+        "Liver biopsy (Masson trichrome, x100) showing bands of blue-staining fibrous tissue linking portal tracts, "
+        "with regenerative nodules.",
+        ("The biopsy (Figure 7) showed bridging fibrosis with early nodule formation.",
+         "Trichrome staining (Figure 7) highlighted the collagen."),
+        "User: Which stain was used for this tissue section?\n\n"
+        "Assistant: This section is stained with a trichrome stain, which colours collagen blue or green and liver "
+        "cells red or pink.\n\n"
+        "User: What do the blue bands represent?\n\n"
+        "Assistant: They are fibrous tissue (collagen). Here they run between the portal areas and link them, a "
+        "pattern called bridging fibrosis.\n\n"
+        "User: What are the rounded islands of liver cells surrounded by the bands?\n\n"
+        "Assistant: They look like regenerative nodules, groups of liver cells enclosed by scar tissue. Together with "
+        "the bridging fibrosis they point to advanced scarring of the liver, approaching cirrhosis.",
+    ),
+    FewShotExample(
+        "mri", "Fig. 3",
+        "Axial T2-weighted MRI of the brain showing a large heterogeneous mass in the left frontal lobe with "
+        "surrounding vasogenic oedema and mass effect.",
+        ("MRI of the brain (Fig. 3) showed a left frontal mass with surrounding oedema.",),
+        "User: What imaging technique was used here?\n\n"
+        "Assistant: This is an axial brain MRI, T2-weighted: fluid such as the cerebrospinal fluid in the "
+        "ventricles appears bright.\n\n"
+        "User: Is there a mass, and where is it?\n\n"
+        "Assistant: Yes, there is a large mass in the frontal lobe of the left hemisphere.\n\n"
+        "User: What is the bright area around the mass?\n\n"
+        "Assistant: It is most likely oedema, swelling of the surrounding brain tissue, which shows as a bright "
+        "halo on T2-weighted images. It pushes on nearby structures, a so-called mass effect.",
     ),
 )
 
@@ -145,8 +176,10 @@ def build_messages(record: dict, with_mentions: bool = False) -> list[dict]:
     `with_mentions` gives the examples and the query their inline mentions (LLaVA-Med's 60K-IM variant)."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     for ex in FEW_SHOT:
-        messages.append({"role": "user", "content": user_message(ex.fig_label, ex.caption, ex.mentions if with_mentions else ())})
+        mentions = ex.mentions if with_mentions else ()
+        messages.append({"role": "user", "content": user_message(ex.fig_label, ex.caption, mentions)})
         messages.append({"role": "assistant", "content": ex.conversation})
     mentions = mention_texts(record) if with_mentions else []
-    messages.append({"role": "user", "content": user_message(record.get("fig_label", ""), record["fig_caption"], mentions)})
+    query = user_message(record.get("fig_label", ""), record["fig_caption"], mentions)
+    messages.append({"role": "user", "content": query})
     return messages
