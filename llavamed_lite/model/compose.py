@@ -123,7 +123,13 @@ def prepare_tokenizer(lm: str):
 
 
 def image_processor_for(vision: str, vision_config: CLIPVisionConfig, pad_to_square: bool) -> LlavaImageProcessorPil:
-    """CLIP's preprocessing (read from the vision checkpoint) plus v1.5's pad-to-square with the mean colour."""
+    """CLIP's preprocessing (read from the vision checkpoint) plus v1.5's pad-to-square with the mean colour.
+
+    Every image is opened as RGB (`images.load_image`) and padded with CLIP's mean colour, (122, 116, 104) out of
+    255, the image centred. LLaVA-Med v1.5 differs for files stored as greyscale (mode "L", most X-rays): it pads
+    those with one grey, 114 (the mean of the three), and places the image 0 or 1 pixel off-centre at random. We
+    keep one rule for all images (training and answering see the same); a converted official checkpoint sees a
+    slightly tinted border on greyscale images that it was trained to see as grey."""
     try:
         processor = LlavaImageProcessorPil.from_pretrained(vision, do_pad=pad_to_square)
     except OSError:
