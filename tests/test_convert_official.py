@@ -269,3 +269,49 @@ def test_a_failure_while_writing_leaves_nothing(tiny_towers, tmp_path, monkeypat
     with pytest.raises(OSError, match="No space left"):
         convert_official(tmp_path / "src", vision, tmp_path / "out", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def _tree(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_overlapping_the_source_is_refused(tiny_towers, tmp_path, capsys):
+    """issue 18.9: `--src X --out X --overwrite` replaced the source checkpoint."""
+    from llavamed_lite.cli import main
+
+    vision, lm = tiny_towers
+    src = tmp_path / "src"
+    write_official(Path(lm), src, shards=1)
+    before = _tree(tmp_path)
+    for out in (src, src / "converted", tmp_path):  # the same folder, inside it, around it
+        assert main(["convert-official", "--src", str(src), "--vision", vision, "--out", str(out),
+                     "--overwrite"]) == 2
+        assert "overlap" in capsys.readouterr().err
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("shard_gb", ["0", "-1", "nan"])
+def test_shard_size_must_be_positive(tiny_towers, tmp_path, capsys, shard_gb):
+    """issue 18.9: `--shard-gb 0` or `-1` was accepted and wrote one file per tensor."""
+    from llavamed_lite.cli import main
+
+    vision, lm = tiny_towers
+    write_official(Path(lm), tmp_path / "src", shards=1)
+    assert main(["convert-official", "--src", str(tmp_path / "src"), "--vision", vision, "--out",
+                 str(tmp_path / "out"), "--shard-gb", shard_gb]) == 2
+    assert "--shard-gb: must be > 0" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="shard size must be positive"):
+        convert_official(tmp_path / "src", vision, tmp_path / "out", max_shard_bytes=0)
+
+
+def test_a_missing_vision_folder_is_one_line(tiny_towers, tmp_path, capsys):
+    """issue 18.10: a missing --vision folder ended in a traceback."""
+    from llavamed_lite.cli import main
+
+    vision, lm = tiny_towers
+    write_official(Path(lm), tmp_path / "src", shards=1)
+    capsys.readouterr()  # what the fixtures printed
+    assert main(["convert-official", "--src", str(tmp_path / "src"), "--vision", str(tmp_path / "no-clip"),
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-clip: no such folder" in err and "Traceback" not in err

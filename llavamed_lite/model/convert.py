@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, MistralConfig, MistralForCausalLM
 
+from ..cli import number
 from ..data.formats import IMAGE_TOKEN
 from ..io import atomic_write_json, read_json
 from .compose import (image_processor_for, llava_config, llava_processor, new_projector, prepare_tokenizer,
@@ -228,8 +229,14 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`. The tokenizer
     comes from `src` unless `tokenizer` names another folder or hub name with the same vocabulary (Mistral's)."""
     src, out = Path(src), Path(out)
+    if max_shard_bytes < 1:
+        raise ValueError(f"the shard size must be positive, got {max_shard_bytes} bytes")
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src}: no config.json (expected the official LLaVA-Med v1.5 folder)")
+    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()) \
+            or src.resolve().is_relative_to(out.resolve()):  # replacing `out` would delete the source
+        raise ValueError(f"--out {out} and --src {src} overlap (the same folder, or one inside the other); "
+                         "write the converted model to a folder of its own")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
     raw = read_json(src / "config.json")
@@ -239,7 +246,7 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     vision = vision or options["vision"]
     if not vision:
         raise ConversionError(f"{src / 'config.json'}: no mm_vision_tower; pass the CLIP tower with --vision")
-    vision_config = vision_config_of(vision)
+    vision_config = _vision_config(vision)
     if vision_config.hidden_size != options["mm_hidden_size"]:
         raise ConversionError(f"{vision}: CLIP width {vision_config.hidden_size} does not match the checkpoint's "
                               f"mm_hidden_size {options['mm_hidden_size']} (wrong --vision?)")
@@ -291,6 +298,19 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     return out
 
 
+def _vision_config(vision: str):
+    """vision_config_of, with a missing folder or an unreachable hub name as one ConversionError."""
+    looks_local = Path(vision).is_absolute() or vision.startswith(".") or vision.count("/") > 1
+    if looks_local and not Path(vision).is_dir():
+        raise ConversionError(f"--vision {vision}: no such folder")
+    try:
+        return vision_config_of(vision)
+    except OSError as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConversionError(f"--vision {vision}: not a local CLIP folder, and not loadable from the hub ({first})") \
+            from None
+
+
 def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_rows: int, dtype: torch.dtype,
                   max_shard_bytes: int, progress: bool) -> list[str]:
     """Stream the official tensors, renamed, then the CLIP tower's, into shards under `folder`; return the names."""
@@ -337,7 +357,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer folder or hub name (default: --src); must be Mistral-7B's vocabulary")
-    parser.add_argument("--shard-gb", type=float, default=SHARD_BYTES / 2**30, help="output shard size in GB")
+    parser.add_argument("--shard-gb", type=number(), default=SHARD_BYTES / 2**30, help="output shard size in GB")
 
 
 def main(args: argparse.Namespace) -> int:
