@@ -1,6 +1,7 @@
 """The chat function behind the UI: conversation formatting, streaming, and bad input answered with ChatError."""
 
 import argparse
+import shutil
 
 import numpy as np
 import pytest
@@ -172,9 +173,11 @@ def _handler(app, name):
     return next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == name)
 
 
-def test_ui_handlers_stream_and_report_bad_input(tiny_llava, tmp_path):
+def test_ui_handlers_stream_and_report_bad_input(tiny_llava, tmp_path, monkeypatch):
     """The app's event handlers without a browser: answers arrive as several updates; bad input becomes a status."""
     from llavamed_lite.serve.app import build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # Gradio's upload folder: files there count as uploads
 
     app = build_app(model=tiny_llava[0], processor=tiny_llava[1], examples=[str(XRAY)])
     use_image, respond = _handler(app, "use_image"), _handler(app, "respond")
@@ -195,3 +198,22 @@ def test_ui_handlers_stream_and_report_bad_input(tiny_llava, tmp_path):
     assert list(respond(None, [], "Q", 0.0, 4))[-1][2].startswith("⚠️ No image")
     history, question_box, status = list(respond(image, [], "   ", 0.0, 4))[-1]
     assert history == [] and "Type a question" in status
+
+
+def test_use_image_serves_only_uploads_and_examples(tiny_llava, tmp_path, monkeypatch):
+    """issue 18.7: the `/use_image` endpoint opened any image on the server by path, and said whether one existed."""
+    from llavamed_lite.serve.app import build_app
+
+    uploads, elsewhere = tmp_path / "uploads", tmp_path / "elsewhere"
+    uploads.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    shutil.copy(XRAY, uploads / "scan.png")
+    shutil.copy(XRAY, elsewhere / "private.png")
+    (uploads / "link.png").symlink_to(elsewhere / "private.png")  # a link out of the upload folder
+    use_image = _handler(build_app(model=tiny_llava[0], processor=tiny_llava[1], examples=[str(XRAY)]), "use_image")
+    assert use_image(str(XRAY))[0] is not None and use_image(str(uploads / "scan.png"))[0] is not None
+    refused = "⚠️ Only an uploaded image or one of the examples can be used."
+    for path in (elsewhere / "private.png", elsewhere / "absent.png", uploads / "link.png",
+                 uploads / ".." / "elsewhere" / "private.png", "/etc/passwd"):  # existing or not: the same answer
+        assert use_image(str(path)) == (None, None, [], refused)

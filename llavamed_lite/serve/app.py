@@ -2,7 +2,9 @@
 
 `build_app(model_dir)` returns the Blocks (call `.launch()` on it, or show it inline in a notebook); `launch()`
 serves it on 127.0.0.1 unless told otherwise. Every handler turns bad input into a message in the status line
-instead of an exception, so a wrong file never takes the app down.
+instead of an exception, so a wrong file never takes the app down. The image handler opens only files uploaded to
+this app and its own examples: its API (`/use_image`) takes a path, and must not open, or say whether there is,
+any other file on the server.
 """
 
 import logging
@@ -10,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from ..model.compose import load_llava
@@ -75,11 +78,22 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
         model, processor = load_llava(model_dir, device=device)
     model.eval()
     examples = example_images() if examples is None else list(examples)
+    known = {Path(p).resolve() for p in examples}
+
+    def servable(path) -> bool:
+        """An example, or a file in Gradio's upload folder (where every upload lands), links resolved."""
+        try:
+            path = Path(path).resolve()
+        except (OSError, ValueError):  # e.g. a NUL byte in the name
+            return False
+        return path in known or path.is_relative_to(Path(get_upload_folder()).resolve())
 
     def use_image(path):
         """A new image starts a new conversation (the image belongs to the first turn)."""
         if path is None:
             return None, None, [], WELCOME
+        if not isinstance(path, (str, Path)) or not servable(path):  # the same answer whether it exists or not
+            return None, None, [], "⚠️ Only an uploaded image or one of the examples can be used."
         try:
             image = load_image(path)
         except ChatError as e:
