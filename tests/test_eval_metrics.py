@@ -238,3 +238,6 @@ def test_paper_table_puts_ours_beside_the_published_numbers():
     assert len(rows) == len(PAPER_VQA) + 1 and TEST_SIZES["slake"] == (1061, 645, 416)
     with pytest.raises(ValueError, match="unknown benchmark"):
         vqa_table("tiny")
+    lenient = vqa_scores(["yes"], ["yes"], ["CLOSED"], mode="lenient")
+    with pytest.raises(ValueError, match="'ours': scores in mode 'lenient'; the paper's table needs mode 'paper'"):
+        vqa_table("vqa-rad", {"ours": lenient})

@@ -1,4 +1,4 @@
-"""Notebook 06's helpers: scores beside baselines, tables, bars per question type, the gallery, what the lenient
+"""Notebook 06's helpers: scores beside baselines, tables, bars per question type, the gallery, what the paper
 metric forgives; answering any questions with a saved model; the VQA stage's folder per benchmark."""
 
 import matplotlib
@@ -53,8 +53,12 @@ def test_baselines_on_vqa_rad(rad_test):
 def test_tables_are_markdown():
     s = scores_of([item("a", "yes", "CLOSED"), item("b", "liver", "OPEN")], ["yes", "kidney"])
     table = scores_table({"ours": s})
+    assert "closed (paper metric) | closed (strict, ours)" in table.splitlines()[0]
     assert table.splitlines()[2] == "| ours | 100.0 | 100.0 | 0.0 | 0.0 | 1 / 1 |"
+    skipped = scores_of([item("a", "yes", "CLOSED"), item("b", "yes", "CLOSED ")], ["yes", "yes"])
+    assert scores_table({"x": skipped}).splitlines()[2].endswith("| 1 / 0 (1) |")
     rows = paper_table(vqa_table("vqa-rad", {"ours": s})).splitlines()
+    assert rows[0] == "| method | open recall (paper metric) | closed (paper metric) | closed (strict, ours) |"
     assert rows[2].startswith("| LLaVA (general) | 50.00 | 65.07 |") and rows[-1] == "| ours | 0.00 | 100.00 | 100.00 |"
     assert examples_table([{"question": "a|b", "answer": "x\ny", "prediction": ""}]).splitlines()[-1] == \
         "| a\\|b | x y |  |"

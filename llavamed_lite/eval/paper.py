@@ -1,7 +1,8 @@
 """The published numbers our results are printed beside (LLaVA-Med, NeurIPS 2023, and LLaVA-Med++), in percent.
 
-VQA: (open, closed) = (recall on OPEN questions, lenient accuracy on CLOSED questions), each model fine-tuned per
-benchmark except the zero-shot row. Chat: the relative score of the GPT-4 judge (model / reference x 100).
+VQA: (open, closed) = (recall on OPEN questions, substring accuracy on CLOSED questions), as LLaVA-Med's scorer
+computes them (`metrics.vqa_scores(mode="paper")`, the "paper metric"), each model fine-tuned per benchmark except
+the zero-shot row. Chat: the relative score of the GPT-4 judge (model / reference x 100).
 """
 
 VQA_BENCHMARKS = ("vqa-rad", "slake", "pathvqa")
@@ -23,10 +24,14 @@ PAPER_CHAT = {"LLaVA": 36.1, "LLaVA-Med stage 1 only": 23.3, "LLaVA-Med 10K": 39
 
 
 def vqa_table(benchmark: str, ours: dict[str, dict] | None = None) -> list[dict]:
-    """Rows {method, open, closed} for one benchmark: the paper's, then ours (name -> `vqa_scores` dict, in
-    fractions; shown in percent, strict closed accuracy beside the lenient one)."""
+    """Rows {method, open, closed, closed_strict} for one benchmark: the paper's, then ours (name -> `vqa_scores`
+    dict in the paper's mode, in fractions; shown in percent, with our strict closed accuracy beside). Scores of
+    another mode are refused: they would not be the paper's metric."""
     if benchmark not in VQA_BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(VQA_BENCHMARKS)}")
+    for name, s in (ours or {}).items():
+        if s.get("mode") != "paper":
+            raise ValueError(f"{name!r}: scores in mode {s.get('mode')!r}; the paper's table needs mode 'paper'")
     rows = [{"method": name, "open": v[benchmark][0], "closed": v[benchmark][1], "closed_strict": None}
             for name, v in PAPER_VQA.items()]
     for name, s in (ours or {}).items():

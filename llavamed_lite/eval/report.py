@@ -1,5 +1,8 @@
 """What notebook 06 shows of an evaluation: scores beside baselines and the paper, bars per question type, a gallery
-of questions with their answers and predictions, and the closed answers that only the paper's lenient metric counts.
+of questions with their answers and predictions, and the closed answers that only the paper's metric counts.
+
+Columns marked "paper metric" are LLaVA-Med's scoring (`metrics.vqa_scores(mode="paper")`), the ones comparable
+with the paper's table; "ours" marks our stricter figures beside them.
 
 Everything takes `VQAItem`s and the answer records `generate_answers` writes (matched by question_id), so it works
 the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
@@ -13,7 +16,7 @@ from PIL import ImageOps
 
 from ..images import load_image
 from .baselines import always_yes, majority_answer
-from .metrics import closed_hit, closed_hit_strict, forgiven_by_lenient, open_recall_f1, vqa_scores
+from .metrics import closed_hit, closed_hit_strict, forgiven_by_lenient, open_recall, vqa_scores
 from .vqa import VQAItem
 
 
@@ -44,18 +47,23 @@ def _pct(value: float | None) -> str:
 
 
 def scores_table(scores: dict[str, dict]) -> str:
-    """A markdown table, one row per named `vqa_scores` dict: closed (lenient, strict), open (recall, F1), counts."""
-    lines = ["| | closed (lenient) | closed (strict) | open recall | open F1 | closed / open questions |",
+    """A markdown table, one row per named `vqa_scores` dict: closed (paper metric, strict), open (recall as the
+    paper, F1), counts (and the rows the paper's scorer skips)."""
+    lines = ["| | closed (paper metric) | closed (strict, ours) | open recall (paper metric) | open F1 (ours) "
+             "| closed / open questions (skipped) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in scores.items():
+        skipped = f" ({s['n_skipped']})" if s.get("n_skipped") else ""
         lines.append(f"| {name} | {_pct(s['closed_accuracy'])} | {_pct(s['closed_accuracy_strict'])} | "
-                     f"{_pct(s['open_recall'])} | {_pct(s['open_f1'])} | {s['n_closed']} / {s['n_open']} |")
+                     f"{_pct(s['open_recall'])} | {_pct(s['open_f1'])} | {s['n_closed']} / {s['n_open']}{skipped} |")
     return "\n".join(lines)
 
 
 def paper_table(rows: Sequence[dict]) -> str:
-    """`paper.vqa_table` rows as a markdown table (percent; the paper gives no strict closed accuracy)."""
-    lines = ["| method | open (recall) | closed (lenient) | closed (strict) |", "| --- | ---: | ---: | ---: |"]
+    """`paper.vqa_table` rows as a markdown table (percent): the paper metric, our strict closed accuracy beside it
+    (the paper gives none)."""
+    lines = ["| method | open recall (paper metric) | closed (paper metric) | closed (strict, ours) |",
+             "| --- | ---: | ---: | ---: |"]
     for r in rows:
         cells = ["" if r[k] is None else f"{r[k]:.2f}" for k in ("open", "closed", "closed_strict")]
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
@@ -89,7 +97,8 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
                            fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{kind} questions per type (n below): "
-                     + ("accuracy\n(bars: lenient, black ticks: strict)" if kind == "closed" else "recall"), fontsize=10)
+                     + ("accuracy\n(bars: paper metric, black ticks: strict)" if kind == "closed"
+                        else "recall (paper metric)"), fontsize=10)
     ax_open.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -114,8 +123,8 @@ def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int =
 def _mark(item: VQAItem, prediction: str) -> str:
     if item.answer_type == "CLOSED":
         lenient, strict = closed_hit(prediction, item.answer), closed_hit_strict(prediction, item.answer)
-        return "right" if strict else ("right only by the lenient metric" if lenient else "wrong")
-    return f"recall {open_recall_f1(prediction, item.answer)[0]:.2f}"
+        return "right" if strict else ("right only by the paper metric" if lenient else "wrong")
+    return f"recall {open_recall(prediction, item.answer):.2f}"
 
 
 def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: Sequence[int] | None = None,
@@ -146,7 +155,7 @@ def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: 
 
 
 def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str], limit: int = 10) -> list[dict]:
-    """Closed questions that the paper's substring metric counts as right and the strict one does not."""
+    """Closed questions that the paper's substring metric counts as right and our strict one does not."""
     idx = forgiven_by_lenient(list(predictions), [it.answer for it in items], [it.answer_type for it in items])
     return [{"question_id": items[i].question_id, "question": items[i].question, "answer": items[i].answer,
              "prediction": predictions[i]} for i in idx[:limit]]
