@@ -58,9 +58,9 @@ def tiny_model(workdir: Path, model_dir: str | None = None, dtype: str = "float3
         return load_llava(model_dir, dtype=dtype, device=torch.device("cpu")), f"saved model {model_dir}"
     if (TINY_FOUNDATION / "clip" / "config.json").exists() and (TINY_FOUNDATION / "lm" / "config.json").exists():
         return compose_llava(str(TINY_FOUNDATION / "clip"), str(TINY_FOUNDATION / "lm"), dtype=dtype), "pretrained tiny towers"
-    from llavamed_lite.testing import make_tiny_towers
+    from llavamed_lite.model.mini import make_mini
 
-    towers = make_tiny_towers(workdir / "towers", image_size=64, patch_size=16, vision_width=128, lm_width=256)
+    towers = make_mini(workdir / "towers", image_size=64, patch_size=16, vision_width=128, lm_width=256)
     return compose_llava(*towers, dtype=dtype), "random towers (data_samples/tiny-foundation missing)"
 
 

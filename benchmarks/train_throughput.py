@@ -62,9 +62,9 @@ def tiny_model():
     """The tiny preset's towers when they are committed, else random towers of the same shape."""
     vision, lm = TINY_FOUNDATION / "clip", TINY_FOUNDATION / "lm"
     if not (vision / "config.json").exists():
-        from llavamed_lite.testing import make_tiny_towers
+        from llavamed_lite.model.mini import make_mini
 
-        vision, lm = make_tiny_towers(tempfile.mkdtemp(), image_size=64, patch_size=16, vision_width=128, lm_width=256)
+        vision, lm = make_mini(tempfile.mkdtemp(), image_size=64, patch_size=16, vision_width=128, lm_width=256)
     model, processor = compose_llava(str(vision), str(lm))
     return model, processor.tokenizer.pad_token_id
 

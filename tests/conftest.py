@@ -10,13 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-from llavamed_lite.testing import make_tiny_towers
+from towers import make_tiny_towers
 
 
 @pytest.fixture(scope="session")
 def tiny_towers(tmp_path_factory):
     """(vision_dir, lm_dir): a random CLIPModel with its image processor, a random MistralForCausalLM with a BPE
-    tokenizer that lacks `<image>` (as Mistral's does)."""
+    tokenizer that lacks `<image>` and a pad token (as Mistral's does); tests/towers.py."""
     return make_tiny_towers(tmp_path_factory.mktemp("towers"))
 
 

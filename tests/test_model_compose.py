@@ -152,7 +152,7 @@ def test_image_processor_size_mismatch(tiny_towers, tmp_path):
 
 def test_projector_size_mismatch_is_caught(tiny_llava, tiny_towers, tmp_path):
     from llavamed_lite.model.compose import load_projector
-    from llavamed_lite.testing import make_tiny_towers
+    from towers import make_tiny_towers
 
     other = compose_llava(*make_tiny_towers(tmp_path, lm_width=96))[0]
     with pytest.raises(ValueError, match="projector weights do not fit"):
