@@ -19,7 +19,6 @@ COMMANDS = {
     "chat": ("llavamed_lite.serve.cli", "chat with a checkpoint in the browser"),
     "convert-official": ("llavamed_lite.model.convert", "convert the official LLaVA-Med v1.5 checkpoint"),
     "make-mini": ("llavamed_lite.model.mini", "write random-weight miniature CLIP and Mistral towers for smoke tests"),
-    "make-mini": ("llavamed_lite.model.mini", "write random-weight miniature CLIP and Mistral towers for smoke tests"),
 }
 
 
