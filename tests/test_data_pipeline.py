@@ -270,7 +270,8 @@ def test_wrong_inputs_never_replace_a_finished_run(packages, tmp_path, capsys):
 
 def test_max_articles_must_be_positive(packages, tmp_path, capsys):
     """issue 18.4: `--max-articles -5` quietly curated all but the last 5."""
-    assert cli_main(["curate", "--input", str(packages), "--run-dir", str(tmp_path / "run"), "--max-articles", "-5"]) == 2
+    argv = ["curate", "--input", str(packages), "--run-dir", str(tmp_path / "run"), "--max-articles", "-5"]
+    assert cli_main(argv) == 2
     assert "--max-articles: must be >= 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="max_articles must be >= 1"):
         Curator(tmp_path / "run").run(find_sources([packages]), max_articles=-5, progress=False)
