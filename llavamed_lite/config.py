@@ -186,6 +186,7 @@ def apply_quick(cfg: Config) -> Config:
             stage.batch_size, stage.grad_accum = 2, 1
     if cfg.scale != "tiny":
         cfg.data.source = "curated"
+        cfg.data.n_train_figures, cfg.data.n_heldout_figures, cfg.data.n_articles = 40, 20, 12
     return cfg
 
 

@@ -44,6 +44,7 @@ def test_the_contract_names_every_artifact_and_records_travel_with_their_images(
     assert RunDir.of_model(run.model("2")).root == tmp_path.resolve()
     table = artifacts_table()
     assert all(f"`{a.path}`" in table for a in ARTIFACTS.values()) and "written by" in table
+    assert table in (REPO_ROOT / "README.md").read_text()  # the README's table is the contract's
     with pytest.raises(MissingInput, match=r"instruct_curated.json is missing: it is made by notebook 03"):
         run.instruct("curated").require("notebook 03")
     looker = RunDir(tmp_path / "elsewhere", create=False)

@@ -61,7 +61,7 @@ def fetch_release_file(release: str, key: str, dest: Path, progress: bool = True
     dest.mkdir(parents=True, exist_ok=True)
     if (dest / name).is_file():
         return dest / name
-    print(f"fetching {name} from {release} ({LICENCE})", flush=True)
+    print(f"fetching {name} from {release}", flush=True)
     reasons = []
     for url in (release.rstrip("/") + "/" + layout, release.rstrip("/") + "/" + name):
         result = download_package(Package(url=url, name=name), dest)

@@ -15,10 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--stage", required=True, choices=("1", "2", "vqa"), help="1: alignment, 2: instruction "
                         "tuning, vqa: fine-tuning on a VQA benchmark")
-    parser.add_argument("--run-dir", required=True, help="the run directory (inputs are built there when missing)")
+    parser.add_argument("--run-dir", required=True, help="the run directory (see llavamed_lite/runs.py); the inputs come "
+                        "from data.source (--set data.source=tiny|llava-med|curated, see llavamed_lite/sources.py)")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
-    parser.add_argument("--benchmark", default="tiny", choices=("tiny", "vqa-rad"), help="VQA data for --stage vqa")
-    parser.add_argument("--records", default=None, help="train on this records file instead of the stage's default")
+    parser.add_argument("--benchmark", default=None, choices=("tiny", "vqa-rad", "slake", "pathvqa"),
+                        help="VQA data for --stage vqa (default: data.benchmark: tiny at tiny, vqa-rad at lora/full)")
+    parser.add_argument("--records", default=None, help="train on this records file instead of the data source's")
     parser.add_argument("--image-folder", default=None, help="image paths in --records are relative to this folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     add_config_arguments(parser)
