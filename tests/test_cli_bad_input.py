@@ -131,3 +131,17 @@ def test_bad_arguments_get_one_line_and_a_non_zero_exit(inputs, monkeypatch, cap
     assert "Traceback" not in err and err.count("\n") == 1 and err.endswith("\n"), err
     assert err.startswith(("llavamed-lite", "curate:")) and phrase in err, err
     assert sorted(p.relative_to(inputs) for p in inputs.rglob("*")) == before  # nothing written
+
+
+def test_config_values_are_range_checked_from_notebooks_too():
+    """The same checks for papermill parameters (a mapping) as for --set; every preset passes them."""
+    from llavamed_lite.config import SCALES, load_config
+
+    for scale in SCALES:
+        load_config(scale)
+    for key, value, phrase in [("stage2.save_steps", 0, "must be >= 1"), ("vqa.epochs", -1.0, "must be > 0"),
+                               ("stage1.warmup_ratio", 1.0, "must be >= 0 and < 1"),
+                               ("stage2.lora_dropout", -0.1, "must be >= 0 and < 1"),
+                               ("stage2.template", "chatml", "must be one of plain, mistral_instruct")]:
+        with pytest.raises(ValueError, match=rf"config key '{key}': {phrase}"):
+            load_config("tiny", {key: value})
