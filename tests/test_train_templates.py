@@ -1,9 +1,11 @@
-"""Conversation templates: exact label masks, <image> expansion, truncation that keeps image tokens, bad records."""
+"""Conversation templates: exact label masks, <image> expansion, truncation that keeps image tokens, bad records,
+and training ids equal to the processor's at inference for a byte-level and a SentencePiece-style tokenizer."""
 
 import pytest
+from PIL import Image
 
 from llavamed_lite.data.formats import IMAGE_TOKEN, RecordError
-from llavamed_lite.train.templates import (IGNORE_INDEX, TruncationCounter, image_seq_length, prompt_ids,
+from llavamed_lite.train.templates import (IGNORE_INDEX, V1_SYSTEM, TruncationCounter, image_seq_length, prompt_ids,
                                            tokenize_record)
 
 
@@ -133,3 +135,88 @@ def test_plain_refuses_multi_turn_and_unknown_template(tok):
         tokenize_record(rec, tok, "plain", 4, 64, where="record 0 (id 'mt')")
     with pytest.raises(ValueError, match="unknown template"):
         tokenize_record(record(f"{IMAGE_TOKEN}\nQ", "A"), tok, "vicuna", 4, 64)
+
+
+@pytest.fixture(scope="module")
+def sp_processor(tmp_path_factory):
+    """The processor of a make-mini LM: a SentencePiece-style tokenizer (Mistral-like), at 32 px to stay fast."""
+    from llavamed_lite.model.compose import image_processor_for, llava_processor, prepare_tokenizer, vision_config_of
+    from llavamed_lite.model.mini import make_mini
+
+    vision, lm = make_mini(tmp_path_factory.mktemp("mini"), image_size=32, patch_size=8)
+    config = vision_config_of(vision)
+    return llava_processor(image_processor_for(vision, config, True), prepare_tokenizer(lm), config)
+
+
+@pytest.fixture(scope="module", params=["byte_level", "sentencepiece"])
+def any_processor(request, processor, sp_processor):
+    return processor if request.param == "byte_level" else sp_processor
+
+
+TURNS = [("What is shown?", "A chest radiograph."), ("Which side?", "The left upper zone."), ("Is it large?", "No.")]
+
+
+@pytest.mark.parametrize("image_first", [True, False])
+def test_training_ids_are_the_processors_ids_turn_by_turn(any_processor, image_first):
+    """For each prefix of a 3-turn chat: the training ids are the processor's ids for the chat template's rendering,
+    the generation prompt (processor and prompt_ids) is their prefix, and labels cover exactly the answers."""
+    processor, tok = any_processor, any_processor.tokenizer
+    n_image, image = image_seq_length(processor), Image.new("RGB", (40, 30), (200, 30, 60))
+    q0 = f"{IMAGE_TOKEN}\n{TURNS[0][0]}" if image_first else f"{TURNS[0][0]}\n{IMAGE_TOKEN}"
+    parts = [{"type": "image"}, {"type": "text", "text": TURNS[0][0]}]
+    messages, turns, done = [], [], 0  # done: how many ids the earlier turns take
+    for k, (q, a) in enumerate(TURNS):
+        messages.append({"role": "user", "content": (parts if image_first else parts[::-1]) if k == 0 else q})
+        turns.append((q0 if k == 0 else q, a))
+        prompt = processor(images=[image], text=processor.apply_chat_template(messages, add_generation_prompt=True))
+        messages.append({"role": "assistant", "content": a})
+        full = processor(images=[image], text=processor.apply_chat_template(messages))
+        prompt, full = prompt["input_ids"][0], full["input_ids"][0]
+
+        out = tokenize_record(record(*[t for pair in turns for t in pair]), tok, "mistral_instruct", n_image, 4096)
+        assert out["input_ids"] == full and full[:len(prompt)] == prompt
+        assert prompt_ids(turns[-1][0], tok, "mistral_instruct", n_image, turns[:-1]) == prompt
+        assert out["labels"][done:len(prompt)] == [IGNORE_INDEX] * (len(prompt) - done)
+        assert out["labels"][len(prompt):] == full[len(prompt):]
+        assert tok.decode(full[len(prompt):]).strip() == a + tok.eos_token
+        done = len(full)
+    assert out["input_ids"].count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == n_image
+
+
+def test_sentencepiece_newline_after_image_and_inst_after_eos_are_as_at_inference(sp_processor):
+    """The mismatch this guards against: `▁ <0x0A>` after the image and `▁[` after `</s>` from tokenising pieces."""
+    tok = sp_processor.tokenizer
+    out = tokenize_record(record(f"{IMAGE_TOKEN}\nWhat?", "Yes.", "Where?", "Left."), tok, "mistral_instruct", 4, 256)
+    tokens = tok.convert_ids_to_tokens(out["input_ids"])
+    assert tokens[tokens.index(IMAGE_TOKEN) + 4] == "<0x0A>"
+    assert tokens[tokens.index(tok.eos_token) + 1] == "["
+
+
+@pytest.mark.parametrize("template", ["plain", "llava_med_v1"])
+def test_alignment_prompts_are_a_prefix_and_only_the_caption_is_labelled(any_processor, template):
+    tok, caption = any_processor.tokenizer, "Axial CT of the abdomen with two liver lesions."
+    out = tokenize_record(record(f"Describe the figure briefly.\n{IMAGE_TOKEN}", caption), tok, template, 4, 256)
+    prompt = prompt_ids(f"Describe the figure briefly.\n{IMAGE_TOKEN}", tok, template, 4)
+    assert out["input_ids"][:len(prompt)] == prompt and out["labels"][:len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    assert out["labels"][len(prompt):] == out["input_ids"][len(prompt):]
+    assert tok.decode(out["input_ids"][len(prompt):]).strip() == caption + tok.eos_token
+    assert out["input_ids"].count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == 4
+    text = tok.decode(prompt)
+    # plain drops the instruction; the v1.0 format keeps a system header and the human's instruction
+    assert ("Describe the figure briefly." in text) == (template == "llava_med_v1")
+    v1_header = V1_SYSTEM in text and "### Human:" in text and text.endswith("### Assistant:")
+    assert v1_header == (template == "llava_med_v1")
+
+
+def test_truncation_with_a_sentencepiece_tokenizer_keeps_image_tokens_and_whole_turns(sp_processor):
+    tok = sp_processor.tokenizer
+    rec = record(f"{IMAGE_TOKEN}\nWhat does the image show?", "A nodule in the upper zone. " * 4, "Which?", "Left.")
+    full = tokenize_record(rec, tok, "mistral_instruct", 16, 4096)
+    first_turn = full["input_ids"].index(tok.eos_token_id) + 1
+    counter = TruncationCounter()
+    assert tokenize_record(rec, tok, "mistral_instruct", 16, len(full["input_ids"]) - 1, counter) == {
+        "input_ids": full["input_ids"][:first_turn], "labels": full["labels"][:first_turn]}
+    cut = tokenize_record(rec, tok, "mistral_instruct", 16, first_turn - 3, counter)
+    assert cut["input_ids"] == full["input_ids"][:first_turn - 3]
+    assert cut["input_ids"].count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == 16
+    assert (counter.records, counter.dropped_turns, counter.cut_tokens) == (2, 2, 3)
