@@ -61,7 +61,10 @@ class TrainConfig:
     lora_dropout: float = 0.05
     save_steps: int = 500
     logging_steps: int = 10
-    template: str | None = None  # "plain" or "mistral_instruct"; None = the stage's (plain for stage 1)
+    # "plain", "llava_med_v1" or "mistral_instruct" (train/templates.py); None = the stage's: plain for stage 1
+    # (LLaVA-1.5's; not measured against llava_med_v1 at tiny, and it matches the tiny LM's pretraining text,
+    # figure then newline then caption), mistral_instruct after. llava_med_v1 is LLaVA-Med v1.0's alignment format.
+    template: str | None = None
     group_by_length: bool = False  # batch records of similar length together (less padding)
     skip_bad: bool = False  # skip (and report) bad training records instead of stopping with the list of them
     num_workers: int = 0  # dataloader worker processes (collating and image decoding off the training process)
@@ -236,7 +239,8 @@ _RANGES = {
                    "max_articles": (1, None, True), "max_pairs": (1, None, True)},
 }
 _CHOICES = {"projector": ("mlp2x_gelu", "linear"), "vision_feature_select_strategy": ("default", "full"),
-            "dtype": ("float32", "bfloat16", "float16"), "template": ("plain", "mistral_instruct"), "scale": SCALES}
+            "dtype": ("float32", "bfloat16", "float16"), "template": ("plain", "llava_med_v1", "mistral_instruct"),
+            "scale": SCALES}
 
 
 def validate(cfg: Any, prefix: str = "") -> Any:

@@ -220,3 +220,11 @@ def test_truncation_with_a_sentencepiece_tokenizer_keeps_image_tokens_and_whole_
     assert cut["input_ids"] == full["input_ids"][:first_turn - 3]
     assert cut["input_ids"].count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == 16
     assert (counter.records, counter.dropped_turns, counter.cut_tokens) == (2, 2, 3)
+
+
+def test_the_stage_template_option_takes_llava_med_v1_and_refuses_others():
+    from llavamed_lite.config import load_config
+
+    assert load_config("tiny", {"stage1.template": "llava_med_v1"}).stage1.template == "llava_med_v1"
+    with pytest.raises(ValueError, match="stage1.template"):
+        load_config("tiny", {"stage1.template": "vicuna"})
