@@ -42,7 +42,7 @@ Ultrasound image of the thyroid with a hypoechoic nodule and internal calcificat
 What does the image show? Is there a nodule? Which side is abnormal? Where is the lesion located?
 Is the heart enlarged? What imaging modality was used? Describe the figure briefly. Summarise the visual content.
 Yes. No. Left. Right. Upper lobe. Lower lobe. Small. Large. Benign. Malignant. Axial. Coronal. Sagittal.
-[INST] What is shown? [/INST] A chest radiograph. [INST] Which side? [/INST] The left side.</s>
+[INST] What is shown? [/INST] A chest radiograph. [INST] Which side? [/INST] The left side.
 ### Human: Describe the image. ### Assistant: A histology slide of the liver.
 The patient presented with fever and cough; the radiograph confirmed a consolidation of the right lower lobe.
 Follow-up imaging after three months showed partial resolution of the opacity and no new lesions.
@@ -66,7 +66,7 @@ def sentencepiece_tokenizer(texts: list[str] = CORPUS, vocab_size: int = 300) ->
     learned = json.loads(trainer_tok.to_str())["model"]
     pieces = [p for p, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]) if p not in SPECIAL_TOKENS]
     vocab = {p: i for i, p in enumerate(SPECIAL_TOKENS + BYTE_TOKENS + pieces)}
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
+    merges = [tuple(m) for m in learned["merges"]]
 
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
