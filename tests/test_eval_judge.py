@@ -195,3 +195,15 @@ def test_the_judge_is_set_up_as_in_the_paper(world, tmp_path):
     for false_or_off in ("neither", "could not read", "couldn't", "did not see", "without the caption", "length"):
         assert false_or_off not in (system + user).lower()
     assert CHAT_MAX_NEW_TOKENS == 1024
+
+
+def test_chat_answers_get_llava_med_s_1024_new_tokens_by_default(monkeypatch, world, questions):
+    import llavamed_lite.eval.evaluate as evaluate
+    from llavamed_lite.eval.judge import answer_chat
+
+    calls = []
+    monkeypatch.setattr(evaluate, "answer_items", lambda *args, **kwargs: calls.append((args, kwargs)) or [])
+    answer_chat("model", questions[:2], world["root"], "answers.jsonl", batch_size=4)
+    answer_chat("model", questions[:2], world["root"], "answers.jsonl", max_new_tokens=8)
+    assert [kwargs["max_new_tokens"] for _, kwargs in calls] == [1024, 8] and calls[0][1]["batch_size"] == 4
+    assert [it.question_id for it in calls[0][0][1]] == [0, 1]  # chat_items, ids kept as ints

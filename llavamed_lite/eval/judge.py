@@ -83,6 +83,16 @@ def chat_items(questions: Iterable[dict], image_folder: str | Path) -> list[VQAI
                     q["type"], {"pair_id": q["pair_id"], "domain": record_domain(q)}) for q in questions]
 
 
+def answer_chat(model_dir: str | Path, questions: list[dict], image_folder: str | Path, out_path: str | Path,
+                max_new_tokens: int = CHAT_MAX_NEW_TOKENS, **kwargs) -> list[dict]:
+    """A saved model's answers to chat questions, greedy, up to LLaVA-Med's 1,024 new tokens unless told otherwise,
+    resuming `out_path`; kwargs go to `evaluate.answer_items` (batch_size, device, progress, restart, ...)."""
+    from .evaluate import answer_items
+
+    return answer_items(model_dir, chat_items(questions, image_folder), out_path, max_new_tokens=max_new_tokens,
+                        **kwargs)
+
+
 # ---- the judge's prompt and reply ----------------------------------------------------------------------------
 def judge_messages(question: dict, model_answer: str) -> list[dict]:
     """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews). The context is the
