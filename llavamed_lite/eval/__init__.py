@@ -1,7 +1,7 @@
 """Evaluation as in LLaVA-Med, written out and tested.
 
     vqa.py        VQA-RAD, SLAKE, PathVQA, LLaVA-Med VQA JSON and the tiny world's questions -> VQAItem
-    metrics.py    the paper's VQA metrics (lenient closed accuracy, open recall) and stricter ones beside them
+    metrics.py    the paper's VQA metrics exactly (substring closed accuracy, open recall) and our strict ones beside
     baselines.py  image-free answers (always "yes", the majority answer per question type)
     generate.py   batched greedy answers into resumable LLaVA-Med answer files
     evaluate.py   a saved model on a benchmark -> answers.jsonl + scores.json (`llavamed-lite evaluate`, cli.py)
