@@ -27,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="delete the answers in --out and answer every question again (needed when they were "
                              "written by other weights, e.g. after retraining the model in place)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bfloat16 on a GPU, float32 on the CPU")
+    parser.add_argument("--4bit", "--load-in-4bit", dest="load_in_4bit", action="store_true",
+                        help="load the LM in 4-bit nf4 (bitsandbytes): a 7B model in a GPU of 24 GB or less")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
         scores = evaluate(args.model, args.benchmark, args.out, split=args.split, source=args.data,
                           batch_size=args.batch_size, limit=args.limit, closed_suffix=args.closed_suffix,
                           max_new_tokens=args.max_new_tokens, model_id=args.model_id, device=args.device,
+                          load_in_4bit=args.load_in_4bit,
                           dtype=args.dtype, restart=args.restart)
     except (FileNotFoundError, ValueError) as e:  # bad input: say what and where, without a traceback
         print(f"llavamed-lite evaluate: {e}", file=sys.stderr)

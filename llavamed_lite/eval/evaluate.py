@@ -6,8 +6,6 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
-import torch
-
 from ..io import atomic_write_json
 from .generate import generate_answers
 from .metrics import PAPER_METRIC_NOTE, vqa_scores
@@ -31,10 +29,6 @@ def score_answers(items: Iterable[VQAItem], answers: Iterable[dict]) -> dict:
                                                       [it.question_type for it in items])}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-
-
 def default_model_id(model_dir: str | Path) -> str:
     return "/".join(Path(model_dir).resolve().parts[-2:])  # e.g. "stage2/model": stages all save to "model"
 
@@ -53,8 +47,8 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path, model_id: str | None = None,
-                 batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "float32",
-                 progress: bool = True, restart: bool = False) -> list[dict]:
+                 batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
+                 progress: bool = True, restart: bool = False, load_in_4bit: bool = False) -> list[dict]:
     """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an answer file,
     resuming it when the same weights wrote it (`model_fingerprint`; another model's file is refused), or starting
     it afresh with `restart`; return all its answer records."""
@@ -62,7 +56,7 @@ def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str 
 
     if restart:
         Path(out_path).unlink(missing_ok=True)
-    model, processor = load_llava(model_dir, dtype=dtype, device=resolve_device(device))
+    model, processor = load_llava(model_dir, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
     return generate_answers(model, processor, items, out_path, model_id or default_model_id(model_dir), batch_size,
                             max_new_tokens, progress, fingerprint=model_fingerprint(model_dir))
 
@@ -70,7 +64,8 @@ def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str 
 def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
              source: str | Path | None = None, batch_size: int = 16, limit: int | None = None,
              closed_suffix: bool = False, max_new_tokens: int = VQA_MAX_NEW_TOKENS, model_id: str | None = None,
-             device: str = "auto", dtype: str = "float32", progress: bool = True, restart: bool = False) -> dict:
+             device: str = "auto", dtype: str = "auto", progress: bool = True, restart: bool = False,
+             load_in_4bit: bool = False) -> dict:
     """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores.
     Answers written by other weights (another model, or this folder before it was retrained) are never resumed: the
     run is refused until `restart` deletes them."""
@@ -82,7 +77,7 @@ def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: 
                          f"{f', limit {limit}' if limit is not None else ''}): no questions to answer")
     model_id, out_dir = model_id or default_model_id(model_dir), Path(out_dir)
     answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
-                           device, dtype, progress, restart)
+                           device, dtype, progress, restart, load_in_4bit)
     scores = {"benchmark": benchmark, "split": split, "model_id": model_id, "n_questions": len(items),
               "closed_suffix": closed_suffix, **score_answers(items, answers)}
     atomic_write_json(out_dir / SCORES_FILE, scores)

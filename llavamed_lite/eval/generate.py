@@ -34,6 +34,7 @@ from transformers import DynamicCache
 from ..data.formats import answer_record
 from ..images import load_image
 from ..io import append_jsonl, atomic_write_text, iter_jsonl
+from ..model.placement import model_device
 from .vqa import VQAItem
 
 
@@ -77,8 +78,9 @@ class ImagePrefixes:
         prompt = inputs["input_ids"][0]
         prefix = prompt[:int((prompt == image_token).nonzero().max()) + 1]  # "<s>[INST] " and the image's tokens
         cache = DynamicCache()  # keeps every column (a sliding-window cache drops the oldest), as `join` expects
-        model(input_ids=prefix.expand(len(firsts), -1).to(model.device), cache=cache, use_cache=True, logits_to_keep=1,
-              pixel_values=inputs["pixel_values"].to(model.device, model.dtype))  # (images, 3, H, W)
+        device = model_device(model)
+        model(input_ids=prefix.expand(len(firsts), -1).to(device), cache=cache, use_cache=True, logits_to_keep=1,
+              pixel_values=inputs["pixel_values"].to(device, model.dtype))  # (images, 3, H, W)
         for row, image in enumerate(firsts):  # (1, kv_heads, prefix, head_dim) each
             self.caches[image] = [(layer.keys[row:row + 1], layer.values[row:row + 1]) for layer in cache.layers]
 
@@ -154,8 +156,9 @@ def start_rows(model, processor, prefixes: ImagePrefixes, items: list[VQAItem], 
         ids[i, width - len(q):] = torch.tensor(q)
         mask[i, prefix_len + width - len(q):] = 1
     positions = (mask.cumsum(1) - 1)[:, prefix_len:]  # (rows, width): the padding does not advance positions
-    mask, positions = mask.to(model.device), positions.to(model.device)
-    logits = model(input_ids=ids.to(model.device), attention_mask=mask, position_ids=positions, cache=cache,
+    device = model_device(model)
+    mask, positions = mask.to(device), positions.to(device)
+    logits = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, cache=cache,
                    use_cache=True, logits_to_keep=1).logits  # (rows, 1, vocab)
     return Rows(list(indices), cache, mask, positions[:, -1:] + 1, logits[:, -1].argmax(-1))
 

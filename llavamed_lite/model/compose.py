@@ -19,6 +19,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from ..config import ModelConfig
 from ..data.formats import IMAGE_TOKEN
 from .chat_template import MISTRAL_INSTRUCT_TEMPLATE
+from .placement import join_towers, quantization_config, resolve_device, resolve_dtype
 from .shapes import KNOWN_LM, KNOWN_VISION
 
 PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # our name -> LlavaConfig.projector_hidden_act
@@ -38,15 +39,6 @@ def quiet_transformers():
         transformers.logging.set_verbosity(level)
         if bars:
             transformers.utils.logging.enable_progress_bar()
-
-
-def torch_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}: use float32, bfloat16 or float16") from None
 
 
 def vision_config_of(vision: str) -> CLIPVisionConfig:
@@ -153,19 +145,22 @@ def compose_llava(
     dtype: str | torch.dtype = "float32",
     load_in_4bit: bool = False,
     attn_implementation: str = "sdpa",
+    device: str | torch.device | None = None,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """Load both towers with `from_pretrained` (local folders or hub names) and join them with a new projector."""
-    dtype = torch_dtype(dtype)
+    """Load both towers with `from_pretrained` (local folders or hub names) and join them with a new projector, on
+    one device: `device` ("auto" = the GPU when there is one), or by default where the LM loads (the CPU; a 4-bit LM
+    lands on the GPU). "auto" dtype follows the device."""
+    device = None if device is None else resolve_device(device)
+    dtype = resolve_dtype(dtype, device or "cpu")
     tokenizer = prepare_tokenizer(lm)
     vision_config = vision_config_of(vision)
     image_processor = image_processor_for(vision, vision_config, pad_to_square)
 
     lm_kwargs = dict(dtype=dtype, attn_implementation=attn_implementation)
+    if device is not None:
+        lm_kwargs["device_map"] = {"": device}
     if load_in_4bit:
-        lm_kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
-            llm_int8_skip_modules=["lm_head"])
+        lm_kwargs["quantization_config"] = quantization_config(dtype)
     with quiet_transformers():
         language_model = AutoModelForCausalLM.from_pretrained(lm, **lm_kwargs)
         if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
@@ -187,6 +182,7 @@ def compose_llava(
     still_meta = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
     if still_meta:
         raise RuntimeError(f"composition left parameters on the meta device: {still_meta[:5]}")
+    join_towers(model)
     if load_in_4bit:
         model.is_loaded_in_4bit = True
     model.config._attn_implementation = attn_implementation
@@ -208,9 +204,10 @@ def llava_processor(image_processor, tokenizer, vision_config: CLIPVisionConfig,
     )
 
 
-def compose_from_config(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+def compose_from_config(cfg: ModelConfig, device: str | torch.device | None = None,
+                        ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     return compose_llava(cfg.vision, cfg.lm, cfg.projector, cfg.vision_feature_layer, cfg.vision_feature_select_strategy,
-                         cfg.pad_to_square, cfg.dtype, cfg.load_in_4bit, cfg.attn_implementation)
+                         cfg.pad_to_square, cfg.dtype, cfg.load_in_4bit, cfg.attn_implementation, device)
 
 
 def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu", extra_tokens: int = 1) -> LlavaForConditionalGeneration:
@@ -222,16 +219,26 @@ def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu", extra_tokens
         return LlavaForConditionalGeneration(config)
 
 
-def load_llava(path: str | Path, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
-    """Load a checkpoint the project saved, with the plain transformers auto classes."""
+def load_llava(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device | None = "auto",
+               load_in_4bit: bool = False, attn_implementation: str | None = None):
+    """Load a checkpoint the project saved, with the plain transformers auto classes. Defaults: the GPU in bfloat16
+    when there is one, else the CPU in float32. `load_in_4bit`: the LM in nf4 (evaluation on a GPU of 24 GB or
+    less). `device=None` leaves the model where from_pretrained puts it (the CPU; bitsandbytes' GPU for 4-bit)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not a saved model folder (no config.json)")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype(dtype)).to(device)
-    processor = AutoProcessor.from_pretrained(path)
-    return model, processor
+    device = None if device is None else resolve_device(device)
+    kwargs = dict(dtype=resolve_dtype(dtype, device or "cpu"))
+    if device is not None:
+        kwargs["device_map"] = {"": device}
+    if load_in_4bit:
+        kwargs["quantization_config"] = quantization_config(kwargs["dtype"])
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    return model, AutoProcessor.from_pretrained(path)
 
 
 def load_projector(model: LlavaForConditionalGeneration, state_dict: dict) -> None:

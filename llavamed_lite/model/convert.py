@@ -30,7 +30,8 @@ from ..cli import number
 from ..data.formats import IMAGE_TOKEN
 from ..io import atomic_write_json, read_json
 from .compose import (image_processor_for, llava_config, llava_processor, new_projector, prepare_tokenizer,
-                      quiet_transformers, torch_dtype, vision_config_of)
+                      quiet_transformers, vision_config_of)
+from .placement import resolve_dtype
 
 # Mistral fields of the official config.json that make the text config; the rest are LLaVA's (mm_*, tune_*, ...).
 TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -250,7 +251,7 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     if vision_config.hidden_size != options["mm_hidden_size"]:
         raise ConversionError(f"{vision}: CLIP width {vision_config.hidden_size} does not match the checkpoint's "
                               f"mm_hidden_size {options['mm_hidden_size']} (wrong --vision?)")
-    out_dtype = torch_dtype(dtype or raw.get("torch_dtype") or "float32")
+    out_dtype = resolve_dtype(dtype or raw.get("torch_dtype") or "float32")
 
     text_config = text_config_of(raw)
     files = source_tensors(src)

@@ -21,6 +21,7 @@ from transformers import TextIteratorStreamer
 
 from ..images import MAX_PIXELS
 from ..images import load_image as read_image
+from ..model.placement import model_device
 
 RESEARCH_NOTICE = ("Research and teaching only, not for clinical use: this model's answers are not medical advice "
                    "and may be wrong.")
@@ -121,7 +122,7 @@ def prepare_inputs(model, processor, image, history: list[dict], question: str, 
         del history[2:4]  # the oldest question and answer after the first turn
     dtype = next(model.parameters()).dtype
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    return inputs.to(model.device)
+    return inputs.to(model_device(model))
 
 
 def stream_chat(model, processor, image, history: list[dict], question: str, temperature: float = 0.0,

@@ -25,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..model.compose import load_llava
-    from .app import build_app, example_images, launch
 
     try:
         model, processor = load_llava(args.model, dtype=args.dtype, device=args.device, load_in_4bit=args.load_in_4bit)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"llavamed-lite chat: {e}", file=sys.stderr)
         return 2
+    from .app import build_app, example_images, launch  # gradio takes seconds to import: after the checks
+
     world = args.examples or RunDir.of_model(args.model).world
     app = build_app(model=model, processor=processor, examples=example_images(world))
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -10,6 +10,7 @@ import torch
 
 from ..data.domains import classify_caption
 from ..data.formats import IMAGE_TOKEN
+from ..model.placement import model_device
 from .collator import record_image
 from .templates import image_seq_length, prompt_ids
 
@@ -25,8 +26,9 @@ def generate_from_ids(model, processor, prompts: list[list[int]], images: list, 
         input_ids[row, width - len(p):] = torch.tensor(p)
         attention_mask[row, width - len(p):] = 1
     pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
-    out = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
-                         pixel_values=pixel_values.to(model.device, model.dtype), max_new_tokens=max_new_tokens,
+    device = model_device(model)
+    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                         pixel_values=pixel_values.to(device, model.dtype), max_new_tokens=max_new_tokens,
                          do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id)
     return [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
