@@ -9,7 +9,7 @@ lower-cased and normalised by the VQA challenge's rules (`normalize_paper`):
 2. Periods not followed by a digit are deleted, at most 32 of them, from the left.
 3. The words: number words none, zero .. ten become digits (nothing above ten: "twelve" stays), the articles
    a / an / the go, apostrophe-less contractions get their apostrophe ("dont" -> "don't"; "isn't" stays as it is).
-   Rejoined with single spaces, then any comma left is deleted.
+   Rejoined with single spaces. (The official code then deletes commas; rule 1 has left none.)
 Then
 - CLOSED (`closed_accuracy`): 1 when the normalised answer occurs in the normalised prediction, character by
   character. It forgives a lot: "no" hits "not", "know" and "nodule" (but not "isn't").
@@ -71,7 +71,7 @@ def normalize_paper(text: str) -> str:
     out = _PERIOD.sub("", out, count=PERIODS_REMOVED)
     words = [PAPER_NUMBER_WORDS.get(w, w) for w in out.split()]
     words = [PAPER_CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES]
-    return " ".join(words).replace(",", "")
+    return " ".join(words)
 
 
 def closed_hit(prediction: str, answer: str) -> float:
