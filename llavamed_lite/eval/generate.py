@@ -173,15 +173,15 @@ def step(model, rows: Rows) -> Rows:
 
 def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
     """The token ids of each item's prompt after the image: its question and the template's end of turn."""
-    prompts = processor.tokenizer([chat_prompt(processor, it.question) for it in items])["input_ids"]  # one image token
-    image = model.config.image_token_id
-    head = prompts[0][:prompts[0].index(image) + 1] if image in prompts[0] else None
     for it in items:
         try:
             it.question.encode("utf-8")
         except UnicodeEncodeError as e:  # e.g. a lone surrogate from a "\ud800" escape in the question file
             raise ValueError(f"question {it.question_id}: the text is not valid Unicode "
                              f"({e.reason} at character {e.start})") from None
+    prompts = processor.tokenizer([chat_prompt(processor, it.question) for it in items])["input_ids"]  # one image token
+    image = model.config.image_token_id
+    head = prompts[0][:prompts[0].index(image) + 1] if image in prompts[0] else None
     if head is None or any(p[:len(head)] != head for p in prompts):
         raise ValueError("the prompts do not share the chat template's prefix up to the image")
     for it, p in zip(items, prompts):
@@ -190,9 +190,6 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
     return [p[len(head):] for p in prompts]
 
 
-def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: int) -> list[int]:
-    """The order to read `items` in: runs of consecutive items about `images` images, each run shortest question
-    first. Questions read together then have similar lengths (less padding) and images already encoded."""
 def check_context(model, processor, items: list[VQAItem], questions: list[list[int]], max_new_tokens: int) -> None:
     """Refuse, naming the first question, prompts that leave no room for `max_new_tokens` in the LM's context
     (max_position_embeddings). The prefix up to the image's last token is the same for every question."""
@@ -208,6 +205,9 @@ def check_context(model, processor, items: list[VQAItem], questions: list[list[i
                              "lower --max-new-tokens)")
 
 
+def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: int) -> list[int]:
+    """The order to read `items` in: runs of consecutive items about `images` images, each run shortest question
+    first. Questions read together then have similar lengths (less padding) and images already encoded."""
     order, run, seen = [], [], set()
     for i, it in enumerate(items):
         if str(it.image) not in seen and len(seen) == images:
@@ -234,10 +234,10 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
         return
     eos, half = processor.tokenizer.eos_token_id, max(batch_size // 2, 1)
     questions = question_tokens(model, processor, items)
+    check_context(model, processor, items, questions, max_new_tokens)
     prefixes = ImagePrefixes(model, processor, batch_size)
     waiting = deque(shortest_first_per_images(items, [len(q) for q in questions], batch_size))
     rows, written = None, {}  # written: the tokens of each question being answered
-    check_context(model, processor, items, questions, max_new_tokens)
     while waiting or rows is not None:
         writing = [i in written for i in rows.items] if rows is not None else []
         refill = bool(waiting) and batch_size - sum(writing) >= min(half, len(waiting))
@@ -281,14 +281,14 @@ def answered(path: str | Path, model_id: str | None = None, fingerprint: str | N
         if model_id is not None and row.get("model_id") != model_id:
             raise ValueError(f"{path}: line {i} was written by model {row.get('model_id')!r}, not {model_id!r}; "
                              "use another output file")
-        done[str(row["question_id"])] = row.get("prompt")
-    return done
-
         written_by = (row.get("metadata") or {}).get("model_fingerprint")
         if fingerprint is not None and written_by != fingerprint:
             raise ValueError(f"{path}: line {i} was answered by other weights (fingerprint {written_by}, this model's "
                              f"is {fingerprint}); pass --restart (restart=True) to answer again, or use another "
                              "output file")
+        done[str(row["question_id"])] = row.get("prompt")
+    return done
+
 
 def answer_id(model_id: str, question_id: str) -> str:
     """Deterministic, so a rerun writes identical files."""
