@@ -58,8 +58,11 @@ def test_two_process_launch_streams_its_output(tiny_towers, tiny_llava_dir, tiny
 
 
 def test_a_failed_launch_raises_with_its_last_lines(tmp_path):
-    with pytest.raises(RuntimeError, match=r"(?s)stage 1 \(torchrun, 1 processes\) failed.*unknown config key"):
-        launch_stage("1", "tiny", tmp_path, ["stage1.bogus=1"], processes=1, launcher="torchrun", echo=lambda _: None)
+    """accelerate launch (one process, the single-GPU config, which runs on the CPU too) hands the module and its
+    arguments on: the override reaches the CLI, which refuses it."""
+    with pytest.raises(RuntimeError, match=r"(?s)stage 1 \(accelerate, 1 processes\) failed.*unknown config key"):
+        launch_stage("1", "tiny", tmp_path, ["stage1.bogus=1"], processes=1,
+                     accelerate_config=launch.ACCELERATE_CONFIGS / "single_gpu.yaml", echo=lambda _: None)
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         launch_stage("1", "full", tmp_path, accelerate_config=tmp_path / "nowhere.yaml")
 
