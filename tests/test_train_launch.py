@@ -43,6 +43,7 @@ def test_train_or_launch_launches_on_many_gpus(tmp_path, monkeypatch):
     assert kwargs["progress"] is False
 
 
+@pytest.mark.slow
 def test_two_process_launch_streams_its_output(tiny_towers, tiny_llava_dir, tiny_train_data, tmp_path):
     folder, _, chats = tiny_train_data
     shutil.copytree(tiny_llava_dir, tmp_path / "run" / "stage1" / "model")
@@ -57,6 +58,7 @@ def test_two_process_launch_streams_its_output(tiny_towers, tiny_llava_dir, tiny
     assert json.loads((tmp_path / "run" / "stage2" / "summary.json").read_text())["processes"] == 2
 
 
+@pytest.mark.slow
 def test_a_failed_launch_raises_with_its_last_lines(tmp_path):
     """accelerate launch (one process, the single-GPU config, which runs on the CPU too) hands the module and its
     arguments on: the override reaches the CLI, which refuses it."""

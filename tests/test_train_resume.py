@@ -60,6 +60,7 @@ def projector(model_dir):
     return weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["1", "2"])
 def test_4bit_resume_ends_like_an_uninterrupted_run(stage, tiny_towers, tiny_train_data, tmp_path):
     """Stage 1 in 4-bit (the projector trains) and QLoRA stage 2 (adapter + projector), cut at step 2 of 4."""
