@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPConfig, CLIPVisionConfig,
-                          CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration, LlavaImageProcessorPil,
-                          LlavaProcessor)
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
+                          CLIPConfig, CLIPVisionConfig, CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration,
+                          LlavaImageProcessorPil, LlavaProcessor)
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from ..config import ModelConfig
@@ -222,10 +222,9 @@ def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu", extra_tokens
 def load_llava(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device | None = "auto",
                load_in_4bit: bool = False, attn_implementation: str | None = None):
     """Load a checkpoint the project saved, with the plain transformers auto classes. Defaults: the GPU in bfloat16
-    when there is one, else the CPU in float32. `load_in_4bit`: the LM in nf4 (evaluation on a GPU of 24 GB or
-    less). `device=None` leaves the model where from_pretrained puts it (the CPU; bitsandbytes' GPU for 4-bit)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
+    when there is one, else the CPU in float32. `load_in_4bit`: the LM in nf4 (a 7B model in about 5 GB of GPU
+    memory instead of 15). `device=None` leaves the model where from_pretrained puts it (the CPU; for 4-bit,
+    bitsandbytes' GPU)."""
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not a saved model folder (no config.json)")

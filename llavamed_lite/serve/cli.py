@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto: bfloat16 on a GPU, float32 on the CPU")
     parser.add_argument("--4bit", "--load-in-4bit", dest="load_in_4bit", action="store_true",
-                        help="load the LM in 4-bit nf4 (bitsandbytes): a 7B model in a GPU of 24 GB or less")
+                        help="load the LM in 4-bit nf4 (bitsandbytes): a 7B model in about 5 GB of GPU memory, not 15")
 
 
 def main(args: argparse.Namespace) -> int:
