@@ -48,7 +48,8 @@ def test_resume_of_a_finished_stage_does_nothing(tiny_towers, tiny_train_data, t
     assert again.steps == first.steps == 2 and again.final_loss == first.final_loss
     assert again.history == first.history and again.model_dir == first.model_dir
     longer = cfg_for(tiny_towers, **{"stage1.max_steps": 3})  # a longer plan continues from the checkpoint
-    assert train_stage(longer, "1", tmp_path, records=chats, image_folder=folder, progress=False, resume=True).steps == 3
+    continued = train_stage(longer, "1", tmp_path, records=chats, image_folder=folder, progress=False, resume=True)
+    assert continued.steps == 3
 
 
 def projector(model_dir):

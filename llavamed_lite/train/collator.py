@@ -77,7 +77,8 @@ def image_input_size(processor) -> tuple[int, bool]:
     """(side, pad_to_square): the processor resizes the shorter side (the padded square's side) to `side`."""
     ip = processor.image_processor
     size = ip.crop_size if ip.do_center_crop else ip.size
-    side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else (size.height or size.shortest_edge)
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    side = get("height") or get("shortest_edge")
     return int(side), bool(getattr(ip, "do_pad", False))
 
 
