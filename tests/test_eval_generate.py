@@ -257,3 +257,22 @@ def test_an_empty_question_list_is_a_clear_error(tiny_llava_dir, tmp_path, capsy
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no questions to answer" in err and not (tmp_path / "o").exists()
+
+
+def test_a_refused_question_prints_one_line_and_no_progress_bar(tiny_llava_dir, tmp_path, capsys):
+    """The context guard through `evaluate`: one error line, before the answering bar starts (the model loads
+    first, with its own progress bar: the guard needs its config and tokenizer)."""
+    from llavamed_lite.paths import DATA_SAMPLES
+
+    xray = DATA_SAMPLES / "xray" / "00000001_000.png"
+    long = [{"id": "q-long", "image": str(xray), "answer_type": "OPEN",
+             "conversations": [{"from": "human", "value": "<image>\n" + "Is there a nodule? " * 400},
+                               {"from": "gpt", "value": "no"}]}]
+    (tmp_path / "questions.json").write_text(json.dumps(long))
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--benchmark", "tiny", "--data", str(tmp_path / "questions.json"), "--model",
+                     str(tiny_llava_dir), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert "answering" not in err and "Traceback" not in err and not (tmp_path / "o").exists()
+    assert last.startswith("llavamed-lite evaluate: question q-long:") and "exceed the model's context" in last

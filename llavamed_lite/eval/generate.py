@@ -217,7 +217,6 @@ def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: 
     return order + sorted(run, key=lengths.__getitem__)
 
 
-@torch.inference_mode()
 def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
                    max_new_tokens: int = 64) -> Iterator[tuple[int, str]]:
     """(index, answer) of every question in `items`, in the order they finish, by greedy decoding.
@@ -227,14 +226,22 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
     and join the rows still writing (continuous batching). Leaving copies the cache, and on a CPU a row more or less
     barely changes a step's time; reading new questions in bunches takes fewer passes than one per free row, and the
     batch never runs down to a few long answers. Keep questions on one image next to each other in `items`: their
-    images are encoded `batch_size` at a time, in the order of `items`."""
+    images are encoded `batch_size` at a time, in the order of `items`. Bad input (a batch size, a question that is
+    not Unicode or too long for the context) is refused by this call itself, before anything is answered."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    questions = question_tokens(model, processor, items) if items else []
+    check_context(model, processor, items, questions, max_new_tokens)
+    return _decode(model, processor, items, questions, batch_size, max_new_tokens)
+
+
+@torch.inference_mode()
+def _decode(model, processor, items: list[VQAItem], questions: list[list[int]], batch_size: int,
+            max_new_tokens: int) -> Iterator[tuple[int, str]]:
+    """The decoding loop of `stream_answers`, over questions already checked and tokenized."""
     if not items:
         return
     eos, half = processor.tokenizer.eos_token_id, max(batch_size // 2, 1)
-    questions = question_tokens(model, processor, items)
-    check_context(model, processor, items, questions, max_new_tokens)
     prefixes = ImagePrefixes(model, processor, batch_size)
     waiting = deque(shortest_first_per_images(items, [len(q) for q in questions], batch_size))
     rows, written = None, {}  # written: the tokens of each question being answered
@@ -317,9 +324,10 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
         first_seen.setdefault(str(it.image), len(first_seen))
     todo.sort(key=lambda it: first_seen[str(it.image)])  # questions on one image together, images in order
     model.eval()
+    answers = stream_answers(model, processor, todo, batch_size, max_new_tokens)  # refuses bad input before the bar
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress)
     with bar:
-        for i, text in stream_answers(model, processor, todo, batch_size, max_new_tokens):
+        for i, text in answers:
             it = todo[i]
             append_jsonl(out_path, [answer_record(it.question_id, it.question, text,
                                                   answer_id(model_id, str(it.question_id)), model_id,
