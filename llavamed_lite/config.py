@@ -1,4 +1,4 @@
-"""Dataclass configs and the three scale presets (design.md): `tiny` (CPU, minutes), `lora` (one GPU, QLoRA), `full`
+"""Dataclass configs and the three scale presets: `tiny` (CPU, minutes), `lora` (one GPU, QLoRA), `full`
 (8 GPUs, FSDP). Every field can be overridden with a dotted key, from the CLI (`stage2.lr=1e-4`) or from a
 notebook's papermill parameters (`load_config(scale, {"stage2.lr": 1e-4})`)."""
 
@@ -114,7 +114,7 @@ class Config:
 
 
 def _tiny() -> Config:
-    # Sizes and rates measured on 2 CPU cores (../shared/docs/tiny-mode-notes.md): minutes, and the model learns.
+    # Sizes and rates measured on 2 CPU cores: minutes, and the model learns (notebooks 04-06 show the runs).
     return Config(
         scale="tiny",
         stage1=TrainConfig(max_steps=280, lr=1e-3, batch_size=16, max_length=256, save_steps=100),
@@ -132,7 +132,7 @@ def _gpu_model(load_in_4bit: bool) -> ModelConfig:
 
 
 def _paper_stages(**stage2_extra: Any) -> dict[str, TrainConfig]:
-    # The paper's settings (reference.md): max length 2048, cosine, 3% warm-up, no weight decay, bf16 + tf32.
+    # The paper's settings: max length 2048, cosine, 3% warm-up, no weight decay, bf16 + tf32.
     # Global batch = batch_size x grad_accum x GPUs: 128 on 8 GPUs. Gradient checkpointing in stage 2 / VQA only:
     # in stage 1 only the projector trains and its short sequences (576 image tokens and a caption) fit at these
     # batches without it, which saves recomputing every LM layer (README, "Bigger scales", has the memory

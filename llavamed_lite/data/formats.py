@@ -1,4 +1,4 @@
-"""LLaVA-Med's record formats (reference.md), read and validated with errors that name the file, record and field.
+"""LLaVA-Med's record formats, read and validated with errors that name the file, record and field.
 
 - caption file: {pair_id, pmid, fig_id, fig_label, fig_caption, in_text_mention, domain: {chest_xray, mri, ...}}
 - image manifest (JSONL): {pmc_tar_url, image_file_path, pair_id}

@@ -1,4 +1,4 @@
-"""Which parts train in each stage (reference.md): stage 1 only the projector; stage 2 and VQA fine-tuning the
+"""Which parts train in each stage (as in LLaVA-Med): stage 1 only the projector; stage 2 and VQA fine-tuning the
 projector and the language model; the vision tower never."""
 
 import torch

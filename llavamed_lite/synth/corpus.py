@@ -1,6 +1,6 @@
 """The text the tiny towers pretrain on, made from the TRAINING split of the tiny world only.
 
-The LM's pretraining text decides whether stage 1 can work (../shared/docs/tiny-mode-notes.md, lesson 1): a
+The LM's pretraining text decides whether stage 1 can work (measured while building the tiny recipe): a
 frozen LM can only write after the image slot what it learned to write after such a slot. So besides plain
 captions and inline mentions, the corpus holds the formats of the later stages with text standing where the
 image will go:

@@ -1,7 +1,8 @@
 """Stage 0 of tiny mode: pretrain the two towers that LLaVA-Med downloads at full scale.
 
 - `train_clip`: a tiny `CLIPModel` trained contrastively (return_loss=True) on tiny-world image-caption pairs.
-  Vision 128 wide x 4 layers, patch 16 at 64 px: 16 image tokens (+ CLS), as tiny-mode-notes lesson 2 advises.
+  Vision 128 wide x 4 layers, patch 16 at 64 px: 16 image tokens (+ CLS); 64 tokens (patch 8) doubled step times
+  and learned less in the same time.
 - `train_lm`: a tiny `MistralForCausalLM` trained on the corpus of `corpus.lm_documents` (training split only),
   packed into fixed-length blocks.
 - Metrics: CLIP zero-shot domain accuracy and finding retrieval on held-out figures; LM perplexity on held-out
