@@ -9,11 +9,18 @@ from PIL import Image
 from transformers import LlavaForConditionalGeneration
 
 from llavamed_lite.cli import main as cli_main
+from llavamed_lite.config import load_config
+from llavamed_lite.data import domains
+from llavamed_lite.data.curate import image_classifier_for
+from llavamed_lite.eval.generate import answer_questions
+from llavamed_lite.eval.vqa import load_vqa_rad
 from llavamed_lite.model import compose
 from llavamed_lite.model.compose import compose_llava, load_llava
 from llavamed_lite.model.lora import is_4bit
 from llavamed_lite.model.placement import (NOT_QUANTISED, join_towers, model_device, quantization_config,
                                            resolve_device, resolve_dtype)
+from llavamed_lite.serve.chat import prepare_inputs
+from llavamed_lite.train.samples import generate_captions
 
 
 @pytest.fixture
@@ -129,11 +136,6 @@ def test_commands_refuse_a_device_that_is_not_there(tiny_llava_dir, tmp_path, ca
 def test_inputs_go_to_the_embeddings_device_not_model_device(tiny_llava, tmp_path, monkeypatch):
     """Stage samples, evaluation and chat move their inputs with `model_device`: `model.device` names the vision
     tower's device, wrong when the LM sits apart. Here `model.device` is made to lie; answers must not change."""
-    from llavamed_lite.eval.generate import answer_questions
-    from llavamed_lite.eval.vqa import load_vqa_rad
-    from llavamed_lite.serve.chat import prepare_inputs
-    from llavamed_lite.train.samples import generate_captions
-
     model, processor = tiny_llava
     items = load_vqa_rad("test")[:2]
     image = Image.new("RGB", (32, 32), "white")
@@ -145,3 +147,11 @@ def test_inputs_go_to_the_embeddings_device_not_model_device(tiny_llava, tmp_pat
     assert generate_captions(model, processor, [tmp_path / "white.png"], max_new_tokens=2) == captions
     inputs = prepare_inputs(model, processor, image, [], "What is shown?", max_new_tokens=2)
     assert inputs["input_ids"].device == inputs["pixel_values"].device == torch.device("cpu")
+
+
+def test_curation_s_image_classifier_takes_the_gpu_when_auto(fake_gpu, monkeypatch):
+    """Curation used to read device "auto" as the CPU even with a GPU there."""
+    devices = []
+    monkeypatch.setattr(domains, "ImageDomainClassifier", lambda model, device, **kwargs: devices.append(device))
+    image_classifier_for("a-clip-checkpoint", load_config("lora"))
+    assert devices == [torch.device("cuda", 0)]
