@@ -1,8 +1,11 @@
 """The engine's parts without a server: rate limiter, backoff, cache, cost estimate and budget guard."""
 
 import asyncio
+import datetime
+import email.utils
 import json
 import random
+import time
 
 import pytest
 
@@ -68,6 +71,19 @@ def test_retry_after_header_forms():
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # a date in the past
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_an_http_date_without_a_zone_is_utc(monkeypatch):
+    """A "-0000" date read as local time was hours off (a wait of 0 s, or of hours) away from UTC."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
+        header = email.utils.format_datetime(soon).replace("+0000", "-0000")
+        assert 25 < retry_after_seconds({"retry-after": header}) <= 30
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_request_key_depends_on_model_messages_and_params():

@@ -8,6 +8,7 @@ logged in one place. Errors are sorted into two kinds: `Retryable` (429, 408, 40
 connections) and `RequestFailed` (other 4xx, malformed answers), each with a short reason.
 """
 
+import datetime
 import email.utils
 import os
 import time
@@ -49,7 +50,8 @@ class RequestFailed(Exception):
 
 
 def retry_after_seconds(headers) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date; None if absent."""
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date (UTC when it names no
+    zone); None if absent or unreadable. How long is too long is the engine's call (RetryPolicy.max_retry_after)."""
     value = headers.get("retry-after-ms")
     if value:
         try:
@@ -63,9 +65,12 @@ def retry_after_seconds(headers) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+            when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # "-0000": a UTC time, not the local one
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return max(0.0, when.timestamp() - time.time())
 
 
 class OpenAIBackend:
