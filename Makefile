@@ -9,7 +9,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install demo lab test test-unit test-notebooks notebooks bench clean
+.PHONY: install demo lab test test-unit test-notebooks test-scales notebooks bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,7 @@ QUICK_NOTEBOOKS := build/quick-notebooks
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider -q
 	$(MAKE) test-notebooks
+	$(MAKE) test-scales
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
@@ -50,6 +51,19 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	rm -rf $(QUICK_NOTEBOOKS) && mkdir -p $(QUICK_NOTEBOOKS) && cp notebooks/*.ipynb $(QUICK_NOTEBOOKS)/
 	LLAVAMED_LITE_QUICK=1 $(BIN)/python -m pytest $(QUICK_NOTEBOOKS) --nbval-lax -p no:cacheprovider -q
+
+# The GPU presets' path on the CPU: every notebook at `lora` (QLoRA, 4-bit) and at `full`, at their shapes (336 px,
+# 576 image tokens, Mistral with a SentencePiece-style tokenizer) with miniature random-weight stand-ins for the hub
+# models, in quick mode (a few steps, inputs that need no network: the curated chain and VQA-RAD).
+MINI := build/mini
+SCALES := build/scales
+
+test-scales: $(STAMP)
+	rm -rf $(MINI) $(SCALES) && $(BIN)/llavamed-lite make-mini --out $(MINI)
+	for scale in lora full; do \
+		$(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick --no-progress \
+			--set model.vision=$(MINI)/vision --set model.lm=$(MINI)/lm || exit 1; \
+	done
 
 # Re-execute the notebooks in place so the committed outputs are those of the tiny run.
 notebooks: $(STAMP)
@@ -59,4 +73,4 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf runs $(QUICK_NOTEBOOKS) .pytest_cache
+	rm -rf runs $(QUICK_NOTEBOOKS) $(MINI) $(SCALES) .pytest_cache
