@@ -33,6 +33,8 @@ BAD = {  # command -> (arguments, a phrase the error must hold); {tmp} is the te
         (["--run-dir", "{tmp}/r", "--input", "{tmp}/passwd", "--retries", "-1"], "--retries: must be >= 0"),
         (["--run-dir", "{tmp}/r", "--input", "{tmp}/passwd", "--set", "data.max_articles=-5"],
          "'data.max_articles': must be >= 1"),
+        (["--run-dir", "{tmp}/r", "--input", "{tmp}/article.nxml", "--scale", "lora", "--image-classifier",
+          "{tmp}/no-clip"], "--image-classifier"),
     ],
     "synthesize": [
         (["--captions", "{tmp}/absent.json", "--out", "{tmp}/o.json"], "absent.json"),
@@ -107,6 +109,7 @@ def inputs(tmp_path):
     (tmp_path / "captions.json").write_text(json.dumps([caption]))
     (tmp_path / "corrupt.jsonl").write_text('{"key": "k", "response": "x"}\n{"key": \n{"key": "j", "response": "y"}\n')
     (tmp_path / "empty.json").write_text("[]")
+    (tmp_path / "article.nxml").write_text("<article/>")
     (tmp_path / "official").mkdir()
     (tmp_path / "official" / "config.json").write_text(json.dumps(
         {"model_type": "llava_mistral", "vocab_size": 32, "hidden_size": 8, "intermediate_size": 16,

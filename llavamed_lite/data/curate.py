@@ -59,7 +59,12 @@ def image_classifier_for(spec: str, cfg):
         from ..synth.towers import domain_prompts
 
         return ImageDomainClassifier(model, prompts=domain_prompts(seed=cfg.seed), device=device)
-    return ImageDomainClassifier(model, other_prompts=OTHER_PROMPTS, device=device)
+    try:
+        return ImageDomainClassifier(model, other_prompts=OTHER_PROMPTS, device=device)
+    except OSError as e:  # a missing folder, or a hub name that cannot be fetched: transformers' many-line message
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"--image-classifier {spec}: not a CLIP folder, and not loadable from the hub ({first})") \
+            from None
 
 
 def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
