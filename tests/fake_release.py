@@ -62,5 +62,11 @@ def write_fake_release(root: str | Path, base_url: str, flat: bool = False) -> P
             {"from": "human", "value": "What is shown?\n<image>"}, {"from": "gpt", "value": caption},
             {"from": "human", "value": "Is anything abnormal?"}, {"from": "gpt", "value": "Yes, as described."}]}
         for pid, (_, _, caption, domain) in PAIRS.items()]))
-    put("eval/llava_med_eval_qa50_qa.jsonl", "")
+    put("eval/llava_med_eval_qa50_qa.jsonl", "".join(json.dumps(
+        {"question_id": k, "image": f"{pid}.jpg", "pair_id": pid, "text": question, "gpt4_answer": caption,
+         "fig_caption": caption, "in_text_mention": [], "domain": {d: d == domain for d in DOMAINS}, "type": kind,
+         "fig_label": "Figure 1"}) + "\n" for k, (pid, question, kind) in enumerate(
+        [("p1", "What does the radiograph show?", "conversation"), ("p5", "Describe the specimen.",
+          "detailed_description"), ("p2", "Describe the image in detail.", "detailed_description")])
+        for caption, domain in [PAIRS[pid][2:]]))
     return root

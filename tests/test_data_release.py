@@ -9,7 +9,7 @@ from PIL import Image
 from fake_release import PAIRS, write_fake_release
 from llavamed_lite.data.faulty_server import FaultyServer
 from llavamed_lite.data.formats import RecordError
-from llavamed_lite.data.release import (domain_of, fetch_release_file, pair_of, prepare_release_records,
+from llavamed_lite.data.release import (domain_of, fetch_release_file, pair_of, prepare_release_records, qa50_questions,
                                         read_release_records, release_key, round_robin)
 from llavamed_lite.runs import MissingInput, RunDir
 
@@ -84,3 +84,13 @@ def test_stage_two_takes_the_instruct_variant_and_a_subset(tmp_path):
     assert len({json.dumps(r["domain"]) for r in kept}) == len(kept)  # three pairs, three domains
     with pytest.raises(MissingInput, match="llava_med_instruct_60k.json"):
         prepare_release_records(run, "2", str(root), variant="60k", progress=False)
+
+
+def test_the_chat_evaluation_questions_come_with_their_figures(tmp_path):
+    root = write_fake_release(tmp_path / "release", (tmp_path / "release").as_uri())
+    questions, images = qa50_questions(RunDir(tmp_path / "run"), str(root), progress=False)
+    assert [q["question_id"] for q in questions] == [0, 2]  # p5's package is gone
+    assert all((images / q["image"]).is_file() and q["fig_caption"] for q in questions)
+    (root / "eval" / "llava_med_eval_qa50_qa.jsonl").write_text('{"question_id": 1, "text": "hi"}\n')
+    with pytest.raises(RecordError, match="line 1: missing field"):
+        qa50_questions(RunDir(tmp_path / "run2"), str(root), progress=False)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_json, read_json
+from ..io import atomic_write_json, iter_jsonl, read_json
 from ..runs import MissingInput, Records, RunDir
 from .domains import OTHER, classify_caption
 from .download import Package, download_all, download_package, read_manifest
@@ -37,6 +37,7 @@ RELEASE_FILES = {
     "qa50": "eval/llava_med_eval_qa50_qa.jsonl",
 }
 INSTRUCT_VARIANTS = ("10k", "60k", "60k-im")
+QA50_FIELDS = ("question_id", "pair_id", "text", "gpt4_answer", "fig_caption", "type")
 LICENCE = ("LLaVA-Med's released data is licensed CC BY-NC 4.0 (non-commercial research use; the figures keep the "
            "licences of their PubMed Central articles). It is fetched into the run directory and never committed.")
 PARAMETER = "data.release (--set data.release=FOLDER_OR_URL, or the notebooks' `release` parameter)"
@@ -193,3 +194,21 @@ def prepare_release_records(run: RunDir, stage: str, release: str, variant: str 
                               "images": report.counts, "failed": report.failed,
                               "domains": dict(Counter(domain_of(r) for r in kept))})
     return out
+
+
+def qa50_questions(run: RunDir, release: str, progress: bool = True) -> tuple[list[dict], Path]:
+    """LLaVA-Med's chat-evaluation questions (193 over 50 figures, for the GPT-4 judge) whose figure could be had,
+    and the folder their `image` ({pair_id}.jpg) is relative to."""
+    root = run.release
+    path = fetch_release_file(release, "qa50", root / "files", progress)
+    questions = []
+    for i, q in enumerate(iter_jsonl(path, skip_truncated_tail=False), 1):
+        missing = [k for k in QA50_FIELDS if not isinstance(q, dict) or k not in q]
+        if missing:
+            raise RecordError(f"{path}: line {i}: missing field(s) {', '.join(missing)}")
+        questions.append({**q, "image": f"{q['pair_id']}.jpg"})
+    images = root / "images"
+    manifest = fetch_release_file(release, "image_urls", root / "files", progress)
+    report = fetch_images(sorted({str(q["pair_id"]) for q in questions}), manifest, images, root / "packages",
+                          progress=progress)
+    return [q for q in questions if str(q["pair_id"]) not in report.failed], images
