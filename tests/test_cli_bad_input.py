@@ -13,6 +13,7 @@ BAD = {  # command -> (arguments, a phrase the error must hold); {tmp} is the te
         (["--seed", "-1"], "--seed: must be >= 0"),
         (["--scale", "huge"], "invalid choice: 'huge'"),
         (["--run-dir", "{tmp}/r", "--set", "bogus.key=1"], "unknown config key 'bogus.key'"),
+        (["--run-dir", "{tmp}/r", "--only", "99"], "no notebooks to run"),
     ],
     "pretrain-tiny": [
         (["--run-dir", "{tmp}/r"], "the following arguments are required: --out"),
