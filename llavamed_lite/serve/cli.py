@@ -1,8 +1,8 @@
-"""`llavamed-lite chat --model DIR [--port N] [--host 127.0.0.1]`: the chat UI in the browser."""
+"""`llavamed-lite chat --model DIR [--port N] [--host 127.0.0.1] [--device D] [--dtype T] [--4bit]`: the chat UI in
+the browser."""
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..cli import count
 from ..runs import RunDir
