@@ -95,6 +95,7 @@ BAD = {  # command -> (arguments, a phrase the error must hold); {tmp} is the te
     ],
     "make-mini": [
         ([], "the following arguments are required: --out"),
+        (["--out", "{tmp}/m", "--seed", "-1"], "--seed: must be >= 0"),
     ],
 }
 
