@@ -61,9 +61,10 @@ class TrainConfig:
     lora_dropout: float = 0.05
     save_steps: int = 500
     logging_steps: int = 10
-    # "plain", "llava_med_v1" or "mistral_instruct" (train/templates.py); None = the stage's: plain for stage 1
-    # (LLaVA-1.5's; not measured against llava_med_v1 at tiny, and it matches the tiny LM's pretraining text,
-    # figure then newline then caption), mistral_instruct after. llava_med_v1 is LLaVA-Med v1.0's alignment format.
+    # "plain", "llava_med_v1" or "mistral_instruct" (train/templates.py); None = the stage's: plain for stage 1,
+    # mistral_instruct after. llava_med_v1 is LLaVA-Med v1.0's alignment format. plain is the default because it
+    # learns best at tiny: stage 1 with the tiny preset, plain vs llava_med_v1, final caption loss 0.200 vs 0.243,
+    # held-out caption domain accuracy 1.000 vs 0.923 (300 figures), 28% less time (shorter sequences).
     template: str | None = None
     group_by_length: bool = False  # batch records of similar length together (less padding)
     skip_bad: bool = False  # skip (and report) bad training records instead of stopping with the list of them
