@@ -48,6 +48,9 @@ def test_command_writes_both_folders_in_seconds_and_keeps_an_existing_out(tmp_pa
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--overwrite" in err and str(tmp_path / "m") in err
     assert (tmp_path / "m/lm/model.safetensors").read_bytes() == before
+    (tmp_path / "file").write_text("keep")
+    assert main(["make-mini", "--out", str(tmp_path / "file"), "--overwrite"]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "keep"
 
 
 def test_the_seed_decides_the_weights(tmp_path):

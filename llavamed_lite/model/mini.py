@@ -125,9 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
-        print(f"llavamed-lite make-mini: --out {out} exists and is not an empty folder (use --overwrite)",
-              file=sys.stderr)
+    if out.exists() and not out.is_dir():
+        print(f"llavamed-lite make-mini: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        print(f"llavamed-lite make-mini: --out {out} is not empty (use --overwrite to write into it)", file=sys.stderr)
         return 2
     vision, lm = make_mini(out, args.seed)
     print(json.dumps({"vision": vision, "lm": lm}))
