@@ -86,6 +86,7 @@ class DataConfig:
     max_pairs: int | None = None  # llava-med: train on this many pairs, sampled round-robin over the five domains
     benchmark: str = "tiny"  # VQA fine-tuning data: tiny (the world's questions), vqa-rad, slake or pathvqa
     benchmark_data: str | None = None  # the benchmark's folder (None: data_samples/; PathVQA has to be given)
+    eval_limit: int | None = None  # notebook 06: answer only the first N test questions of a benchmark (None: all)
     image_size: int = 64  # tiny-world figure size in pixels
     n_train_figures: int = 3000  # tiny world: figures for training (stage 1, stage 2, VQA)
     n_heldout_figures: int = 300  # tiny world: held-out figures for evaluation
@@ -198,6 +199,7 @@ def apply_quick(cfg: Config) -> Config:
     if cfg.scale != "tiny":
         cfg.data.source = "curated"
         cfg.data.n_train_figures, cfg.data.n_heldout_figures, cfg.data.n_articles = 40, 20, 12
+        cfg.data.eval_limit = 24
     return cfg
 
 
@@ -237,11 +239,13 @@ _RANGES = {
                     "logging_steps": (1, None, True), "num_workers": (0, None, True)},
     "DataConfig": {"image_size": (1, None, True), "n_train_figures": (1, None, True),
                    "n_heldout_figures": (1, None, True), "n_articles": (1, None, True),
-                   "max_articles": (1, None, True), "max_pairs": (1, None, True)},
+                   "max_articles": (1, None, True), "max_pairs": (1, None, True),
+                   "eval_limit": (1, None, True)},
 }
 _CHOICES = {"projector": ("mlp2x_gelu", "linear"), "vision_feature_select_strategy": ("default", "full"),
             "dtype": ("float32", "bfloat16", "float16"), "template": ("plain", "llava_med_v1", "mistral_instruct"),
-            "scale": SCALES}
+            "scale": SCALES, "source": DATA_SOURCES, "instruct_variant": ("10k", "60k", "60k-im"),
+            "benchmark": ("tiny", "vqa-rad", "slake", "pathvqa")}
 
 
 def validate(cfg: Any, prefix: str = "") -> Any:
