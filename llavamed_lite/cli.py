@@ -66,6 +66,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field, e.g. --set stage2.lr=1e-4 (repeatable)")
 
 
+def add_loading_arguments(parser) -> None:
+    """--device, --dtype and --4bit for the commands that load a saved model (evaluate, chat)."""
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto: bfloat16 on a GPU, float32 on the CPU")
+    parser.add_argument("--4bit", "--load-in-4bit", dest="load_in_4bit", action="store_true",
+                        help="load the LM in 4-bit nf4 (bitsandbytes): a 7B model in about 5 GB of GPU memory, not 15")
+
+
 def config_from_args(args: argparse.Namespace):
     from .config import load_config
 

@@ -73,7 +73,7 @@ def test_gpu_scales_never_fall_back_to_the_tiny_world(tmp_path, scale):
         stage_inputs(load_config(scale, {"data.benchmark": "tiny"}), "vqa", tmp_path)
     assert load_config(scale).data.source == "llava-med" and load_config(scale).data.benchmark == "vqa-rad"
     assert not (tmp_path / "data" / "world.json").exists()
-    with pytest.raises(ValueError, match="unknown data.source 'world'"):
+    with pytest.raises(ValueError, match="data.source.*'world'"):
         stage_inputs(load_config(scale, {"data.source": "world"}), "1", tmp_path)
 
 

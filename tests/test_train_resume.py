@@ -6,21 +6,11 @@ import shutil
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from towers import StopAt
 
 from llavamed_lite.config import load_config
 from llavamed_lite.train.stages import train_stage
 
-
-class StopAt(TrainerCallback):
-    """Stop the run after `step` steps (the checkpoint of that step is written first)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def cfg_for(tiny_towers, **overrides):

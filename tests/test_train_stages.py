@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, TrainerCallback
+from towers import StopAt
+from transformers import AutoModelForImageTextToText
 
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.config import load_config
@@ -154,16 +155,6 @@ def test_qlora_4bit_on_cpu_wraps_the_language_model_only(stage1_run, tiny_towers
     assert torch.isfinite(loss)
     assert all(p.grad is not None for n, p in peft_model.named_parameters() if p.requires_grad and "lora_A" in n)
 
-
-class StopAt(TrainerCallback):
-    """Kill the run after `step` steps (the checkpoint of that step is written first)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def test_resume_ends_like_an_uninterrupted_run(stage1_run, tiny_towers, tiny_train_data, tmp_path):

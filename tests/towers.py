@@ -1,10 +1,11 @@
-"""The small towers the tests compose: `make_mini` at 32 px with a byte-level BPE tokenizer (the tiny LM's kind),
-so the tests run in seconds and cover both tokenizer families (the SentencePiece-style one is make_mini's own)."""
+"""Test helpers. The small towers the tests compose: `make_mini` at 32 px with a byte-level BPE tokenizer (the tiny
+LM's kind), so the tests run in seconds and cover both tokenizer families (the SentencePiece-style one is make_mini's
+own); and `StopAt`, a training run cut short."""
 
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, TrainerCallback
 
 from llavamed_lite.model.mini import make_mini
 
@@ -33,3 +34,14 @@ def make_tiny_towers(out: str | Path, image_size: int = 32, patch_size: int = 8,
     tokenizer."""
     return make_mini(out, image_size=image_size, patch_size=patch_size, vision_width=vision_width, vision_layers=3,
                      lm_width=lm_width, max_positions=512, tokenizer=byte_level_tokenizer())
+
+
+class StopAt(TrainerCallback):
+    """Stop a training run after `step` steps, as a kill would (the checkpoint of that step is written first)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True

@@ -64,3 +64,4 @@ def join_towers(model) -> torch.device:
     model.model.vision_tower.to(device)
     model.model.multi_modal_projector.to(device)
     return device
+

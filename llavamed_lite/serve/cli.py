@@ -4,7 +4,7 @@ the browser."""
 import argparse
 import sys
 
-from ..cli import count
+from ..cli import add_loading_arguments, count
 from ..runs import RunDir
 
 
@@ -16,11 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", default=None, metavar="WORLD_DIR",
                         help="a tiny world's folder whose held-out figures join the examples (default: run_dir/data "
                              "when --model is run_dir/<stage>/model, else figures drawn afresh)")
-    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                        help="auto: bfloat16 on a GPU, float32 on the CPU")
-    parser.add_argument("--4bit", "--load-in-4bit", dest="load_in_4bit", action="store_true",
-                        help="load the LM in 4-bit nf4 (bitsandbytes): a 7B model in about 5 GB of GPU memory, not 15")
+    add_loading_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
