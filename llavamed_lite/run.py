@@ -10,13 +10,14 @@ the smoke-test sizes of llavamed_lite.config.apply_quick at any scale.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from .config import QUICK_ENV, load_config
-from .io import atomic_write_json
+from .io import atomic_write_json, atomic_write_text
 from .paths import REPO_ROOT
 from .runs import RunDir, read_metrics
 
@@ -54,6 +55,31 @@ def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, prog
     return time.perf_counter() - start
 
 
+def settle(text: str) -> str:
+    """What a terminal shows of text with carriage returns: each line keeps what was written after its last one."""
+    return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in text.split("\n"))
+
+
+def tidy_streams(path: Path) -> None:
+    """Merge each cell's consecutive stream outputs of one kind and settle their progress bars, so an executed
+    notebook shows each bar once, as it ended, instead of one output per refresh."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        merged = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
+                    and merged[-1]["name"] == out["name"]:
+                merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.get("output_type") == "stream":
+                out["text"] = settle("".join(out["text"])).splitlines(keepends=True)
+        if "outputs" in cell:
+            cell["outputs"] = merged
+    atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: list[str] | None = None,
                  in_place: bool = False, seed: int | None = None, notebooks_dir: str | Path = NOTEBOOKS,
                  progress: bool = True, settings: list[str] | None = None, quick: bool = False) -> dict:
@@ -81,6 +107,7 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: l
         start = time.perf_counter()
         try:
             entry["seconds"] = round(execute_notebook(path, output, parameters, path.parent, progress), 2)
+            tidy_streams(output)
             entry["ok"] = True
         except NotebookFailed:
             entry["seconds"] = round(time.perf_counter() - start, 2)

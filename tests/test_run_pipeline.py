@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llavamed_lite.run import NotebookFailed, format_summary, pipeline_notebooks, run_pipeline
+from llavamed_lite.run import NotebookFailed, format_summary, pipeline_notebooks, run_pipeline, settle, tidy_streams
 
 
 def _notebook(path: Path, *sources: str) -> None:
@@ -62,3 +62,21 @@ def test_cli_exit_code_on_failure(tmp_path, monkeypatch):
 def test_no_notebooks_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no notebooks to run"):
         pipeline_notebooks(tmp_path)
+
+
+def test_progress_bars_are_kept_as_they_ended(tmp_path):
+    """An executed notebook keeps one output per stream and each bar's last state, not one output per refresh."""
+    assert settle("\rbar 0%\rbar 50%\rbar 100%\nnext line\n") == "bar 100%\nnext line\n"
+    assert settle("done\r\n") == "done\n"
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rwork: 1/3"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\rwork: 3/3\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="result 7\n"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": "7"}, execution_count=1)]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    tidy_streams(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.output_type, o.get("text")) for o in outputs] == [
+        ("stream", "work: 3/3\n"), ("stream", "result 7\n"), ("execute_result", None)]
+

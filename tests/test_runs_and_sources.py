@@ -112,3 +112,24 @@ def test_curated_chain_03_keeps_its_file_and_05_finds_its_images(tmp_path):
         rows = load_records(records.path)
         assert rows and all((records.image_folder / r["image"]).is_file() for r in rows)
     assert not (tmp_path / "instruct" / "instruct_train.json").exists()  # the tiny world's file was never made
+
+
+@pytest.mark.slow
+def test_the_curated_chain_trains_both_stages(tmp_path):
+    """The curated chain end to end at tiny, a few steps per stage: 02's alignment records train stage 1 and 03's
+    conversations train stage 2, each with its own image folder, and nothing of the tiny world is built."""
+    from llavamed_lite.train.stages import train_stage
+
+    Curator(tmp_path, seed=0).run(find_sources([DATA_SAMPLES / "pmc_synthetic" / "oa_package"]), max_articles=6,
+                                  progress=False)
+    target = RunDir(tmp_path).instruct("curated")
+    captions = read_caption_file(RunDir(tmp_path).curated()["captions"])
+    write_instruct(target.path, synthesize(captions, make_backend("offline"), progress=False), {"backend": "offline"})
+    cfg = load_config("tiny", {"data.source": "curated", "stage1.max_steps": 2, "stage2.max_steps": 2,
+                               "stage1.batch_size": 4, "stage2.batch_size": 4})
+    one = train_stage(cfg, "1", tmp_path, progress=False)
+    two = train_stage(cfg, "2", tmp_path, progress=False)
+    assert (one.steps, one.n_records) == (2, len(load_records(RunDir(tmp_path).curated()["alignment"])))
+    assert (two.steps, two.n_records) == (2, len(load_records(target.path)))
+    assert (RunDir(tmp_path).model("2") / "config.json").is_file()
+    assert not (tmp_path / "data" / "world.json").exists()
