@@ -1,0 +1,52 @@
+"""Numbers in the README come from the run whose outputs are committed: the notebooks' times are their own papermill
+record, and the tiny run's results are the metrics the executed notebooks printed."""
+
+import json
+import re
+
+from llavamed_lite.paths import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def durations() -> dict[str, float]:
+    return {p.stem: json.loads(p.read_text())["metadata"]["papermill"]["duration"]
+            for p in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+
+
+def test_the_follow_the_notebooks_times_are_the_committed_runs():
+    section = README.split("## Follow the notebooks")[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| `(\d\d_\w+)` \| ([\d,]+) s \|", section, re.MULTILINE))
+    seconds = durations()
+    assert rows.keys() == seconds.keys()
+    assert {k: int(v.replace(",", "")) for k, v in rows.items()} == {k: round(v) for k, v in seconds.items()}
+    total = re.search(r"([\d,]+) s in all", section).group(1)
+    assert int(total.replace(",", "")) == round(sum(seconds.values()))
+
+
+def test_the_results_table_is_the_recorded_metrics():
+    metrics = json.loads((REPO_ROOT / "notebooks" / "results" / "metrics.json").read_text())
+    rows = {  # a phrase of the README row -> the metrics its value cell shows, in order
+        "CLIP zero-shot domain accuracy": ["clip_zero_shot_domain_accuracy"],
+        "CLIP finding retrieval": ["clip_finding_retrieval_accuracy"],
+        "generated captions naming the right domain": ["stage1_caption_domain_accuracy"],
+        "stage-2 final loss, full / LoRA": ["stage2_final_loss", "stage2_lora_final_loss"],
+        "after stage 2: closed / open recall": ["tiny_stage2_closed_accuracy", "tiny_stage2_open_recall"],
+        "stage 1 only, first 300": ["tiny_stage1_closed_accuracy", "tiny_stage1_closed_accuracy_strict",
+                                    "tiny_stage1_open_recall"],
+        "after tiny-world VQA fine-tuning": ["tiny_closed_accuracy", "tiny_closed_accuracy_strict", "tiny_open_recall"],
+        "VQA-RAD test (451) after CPU fine-tuning": ["vqa_rad_closed_accuracy", "vqa_rad_closed_accuracy_strict",
+                                                     "vqa_rad_open_recall"],
+        "VQA-RAD test, the stage-2 model zero-shot": ["vqa_rad_zero_shot_closed_accuracy",
+                                                      "vqa_rad_zero_shot_open_recall"],
+        "SLAKE English test (first 200)": ["slake_zero_shot_closed_accuracy", "slake_zero_shot_closed_accuracy_strict",
+                                           "slake_zero_shot_open_recall"],
+    }
+    section = README.split("## What the tiny run reaches")[1].split("\n## ")[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("| "))
+    for phrase, keys in rows.items():
+        line = next(line for line in table.splitlines() if phrase in line)
+        value = line.split(" | ")[2]
+        digits = 3 if "loss" in phrase else 2
+        assert re.findall(r"\d+\.\d+", value) == [f"{metrics[k]:.{digits}f}" for k in keys], phrase
+    assert f"{round(sum(durations().values())):,} s of notebooks" in README
