@@ -54,7 +54,8 @@ test-notebooks: $(STAMP)
 
 # The GPU presets' path on the CPU: every notebook at `lora` (QLoRA, 4-bit) and at `full`, at their shapes (336 px,
 # 576 image tokens, Mistral with a SentencePiece-style tokenizer) with miniature random-weight stand-ins for the hub
-# models, in quick mode (a few steps, inputs that need no network: the curated chain and VQA-RAD).
+# models, in quick mode (a few steps, inputs that need no network: the curated chain and VQA-RAD). Paths are absolute:
+# the notebooks run in notebooks/.
 MINI := build/mini
 SCALES := build/scales
 
@@ -62,7 +63,7 @@ test-scales: $(STAMP)
 	rm -rf $(MINI) $(SCALES) && $(BIN)/llavamed-lite make-mini --out $(MINI)
 	for scale in lora full; do \
 		$(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick --no-progress \
-			--set model.vision=$(MINI)/vision --set model.lm=$(MINI)/lm || exit 1; \
+			--set model.vision=$(CURDIR)/$(MINI)/vision --set model.lm=$(CURDIR)/$(MINI)/lm || exit 1; \
 	done
 
 # Re-execute the notebooks in place so the committed outputs are those of the tiny run; its metrics and times are
