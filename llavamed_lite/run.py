@@ -55,6 +55,15 @@ def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, prog
     return time.perf_counter() - start
 
 
+def absolute_paths(setting: str) -> str:
+    """A "key=value" setting whose value is a relative path that exists here, made absolute: the notebooks run in
+    notebooks/, where `--set model.lm=build/mini/lm` would point elsewhere."""
+    key, sep, value = setting.partition("=")
+    if sep and value and not Path(value).is_absolute() and Path(value).exists():
+        return f"{key}={Path(value).resolve()}"
+    return setting
+
+
 def settle(text: str) -> str:
     """What a terminal shows of text with carriage returns: each line keeps what was written after its last one."""
     return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in text.split("\n"))
@@ -88,7 +97,7 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: l
     in_place re-executes the committed notebooks with their own default parameters (the tiny run), so the outputs
     readers see on GitHub are those of the tiny run. `settings` ("key=value" config overrides) are checked here,
     then handed to every notebook; `quick` sets quick mode for the notebooks' kernels."""
-    settings = list(settings or [])
+    settings = [absolute_paths(s) for s in settings or []]
     load_config(scale, settings)  # a bad key or value fails here, before any notebook runs
     if quick:
         os.environ[QUICK_ENV] = "1"  # the kernels papermill starts inherit it

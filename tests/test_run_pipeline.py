@@ -6,7 +6,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llavamed_lite.run import NotebookFailed, format_summary, pipeline_notebooks, run_pipeline, settle, tidy_streams
+from llavamed_lite.run import (NotebookFailed, absolute_paths, format_summary, pipeline_notebooks, run_pipeline, settle,
+                               tidy_streams)
 
 
 def _notebook(path: Path, *sources: str) -> None:
@@ -79,4 +80,12 @@ def test_progress_bars_are_kept_as_they_ended(tmp_path):
     outputs = nbformat.read(path, as_version=4).cells[0].outputs
     assert [(o.output_type, o.get("text")) for o in outputs] == [
         ("stream", "work: 3/3\n"), ("stream", "result 7\n"), ("execute_result", None)]
+
+
+def test_settings_with_relative_paths_reach_the_notebooks_absolute(tmp_path, monkeypatch):
+    (tmp_path / "mini" / "lm").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert absolute_paths("model.lm=mini/lm") == f"model.lm={tmp_path.resolve() / 'mini' / 'lm'}"
+    assert absolute_paths("stage2.lr=1e-4") == "stage2.lr=1e-4"  # not a path here
+    assert absolute_paths("model.lm=/abs/lm") == "model.lm=/abs/lm"
 
