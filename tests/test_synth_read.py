@@ -1,0 +1,42 @@
+"""Reading findings back from text: the world's own sentences read exactly, and invented findings are caught."""
+
+import numpy as np
+import pytest
+
+from llavamed_lite.data.formats import DOMAINS
+from llavamed_lite.synth.findings import sample_findings
+from llavamed_lite.synth.questions import describe
+from llavamed_lite.synth.read import check_findings, read_findings
+from llavamed_lite.synth.text import caption, mentions, paraphrase
+
+
+def test_every_sentence_the_world_writes_reads_back_as_its_findings():
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        truth = sample_findings(DOMAINS[i % len(DOMAINS)], rng)
+        for text in [caption(truth, rng), describe(truth), paraphrase(truth, rng), *mentions(truth, rng, "Fig. 1")]:
+            assert check_findings(text, truth)["wrong"] == [], (text, truth)
+
+
+def test_a_caption_and_a_description_state_every_finding_of_their_figure():
+    rng = np.random.default_rng(1)
+    for i in range(200):
+        truth = sample_findings(DOMAINS[i % len(DOMAINS)], rng)
+        stated = {k: v for k, v in truth.items() if k != "domain" and v is not None}
+        assert read_findings(caption(truth, rng), truth["domain"]) == stated
+        assert read_findings(describe(truth), truth["domain"]) == stated
+
+
+def test_hallucinated_findings_are_wrong():
+    truth = {"domain": "histology", "density": "sparse", "glands": False, "necrosis": False, "atypia": True}
+    checked = check_findings("An H&E-stained section with sparse nuclei, no glands, an area of necrosis and bland nuclei.",
+                             truth)
+    assert checked["right"] == ["density", "glands"]
+    assert checked["wrong"] == [("necrosis", True, False), ("atypia", False, True)]
+    chest = {"domain": "chest_xray", "nodule": False, "side": None, "zone": None, "size": None, "cardiomegaly": False}
+    assert ("side", "left", None) in check_findings("A small nodule in the left lung.", chest)["wrong"]
+
+
+def test_unknown_domain_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown domain 'xray'"):
+        read_findings("text", "xray")
