@@ -138,23 +138,27 @@ def test_judge_against_a_local_server(questions, tmp_path):
         judge(questions, answers[1:], backend, progress=False)
 
 
-def test_without_a_key_the_judge_says_so(monkeypatch, questions):
+def test_only_openai_named_without_a_base_url_needs_the_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
-    message = judge_status()
+    assert judge_status() is None  # nothing named: the local stand-in
+    message = judge_status("openai")
     assert "OPENAI_API_KEY" in message and "preview_prompt" in message
     assert judge_status(base_url="http://127.0.0.1:1/v1") is None
+    assert judge_status("openai", base_url="http://127.0.0.1:1/v1") is None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert judge_status() is None
+    assert judge_status("openai") is None
+    with pytest.raises(ValueError, match="judge backend 'gpt4': choose one of stand-in, openai"):
+        judge_status("gpt4")
+    with pytest.raises(ValueError, match="'stand-in' runs in-process; it takes no base_url"):
+        judge_status("stand-in", base_url="http://127.0.0.1:1/v1")
 
 
-def test_run_judge_without_a_key_shows_the_prompt_and_sends_nothing(monkeypatch, questions, capsys):
+def test_run_judge_naming_openai_without_a_key_shows_the_prompt_and_sends_nothing(monkeypatch, questions, capsys):
     from llavamed_lite.eval.judge import run_judge
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)
     answers = [{"question_id": q["question_id"], "text": "a model answer"} for q in questions]
-    assert run_judge(questions, answers) is None
+    assert run_judge(questions, answers, backend="openai") is None
     out = capsys.readouterr().out
     assert "No judge available" in out and questions[0]["gpt4_answer"] in out and "a model answer" in out
 

@@ -12,13 +12,16 @@ question type ("conversation", "detailed_description") and by domain.
 The model's chat answers are written greedily with up to CHAT_MAX_NEW_TOKENS new tokens, LLaVA-Med's 1,024: a
 detailed description cut short would lower the judge's score for a reason that is not the model's.
 
-Requests go through the instruction-synthesis engine (llavamed_lite.instruct): any OpenAI-compatible endpoint,
-cached, concurrent, retried. Without a key, `judge_status` says so and `preview_prompt` shows what would be sent.
-The chat-evaluation questions for the tiny world come from `chat_questions(caption_records)`.
+Requests go through the instruction-synthesis engine (llavamed_lite.instruct): cached, concurrent, retried. The
+judge is the one the caller names, never one picked because a key is in the environment: by default the local
+stand-in (judge_stand_in.py: rule-based, offline, not comparable with GPT-4's numbers), or with `base_url` any
+OpenAI-compatible server, or with backend="openai" and no base_url OpenAI itself (OPENAI_API_KEY). Results carry
+the judge's name. The chat-evaluation questions for the tiny world come from `chat_questions(caption_records)`.
 """
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import re
 from collections import Counter, defaultdict
@@ -29,6 +32,7 @@ from typing import Iterable
 import numpy as np
 
 from ..data.formats import DOMAIN_NAMES, mention_texts, record_domain
+from ..io import atomic_write_json, atomic_write_text
 from .vqa import VQAItem
 
 CHAT_TYPES = ("conversation", "detailed_description")
@@ -36,6 +40,9 @@ DETAIL_PROMPTS = ("Describe this image in detail.", "Give a detailed description
                   "Walk me through the findings in this image.", "What are the key findings in this image?")
 
 CHAT_MAX_NEW_TOKENS = 1024  # LLaVA-Med's cap on chat answers (short VQA answers: evaluate.VQA_MAX_NEW_TOKENS)
+JUDGE_BACKENDS = ("stand-in", "openai")
+QUESTION_FIELDS = ("question_id", "text", "gpt4_answer", "fig_caption")  # what the judge's prompt is built from
+SCORES_FILE, REVIEWS_FILE = "judge_scores.json", "judge_reviews.jsonl"
 
 JUDGE_SYSTEM = "You are a precise and helpful assistant who reviews the quality of answers."
 JUDGE_INSTRUCTIONS = (
@@ -188,12 +195,24 @@ def relative_scores(reviews: Iterable[Review]) -> dict:
 
 
 # ---- running the judge ---------------------------------------------------------------------------------------
-def judge_status(base_url: str | None = None) -> str | None:
-    """None when a judge can be called; otherwise why not (no key and no local server)."""
-    if base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("AZURE_OPENAI_API_KEY"):
+def judge_backend_name(backend: str | None = None, base_url: str | None = None) -> str:
+    """The judge that runs: the one named; else the OpenAI-compatible server at base_url; else the stand-in.
+    A key in the environment never chooses one."""
+    name = backend or ("openai" if base_url else "stand-in")
+    if name not in JUDGE_BACKENDS:  # e.g. the instruction engine's offline backend, which writes conversations
+        raise ValueError(f"judge backend {name!r}: choose one of {', '.join(JUDGE_BACKENDS)}")
+    if name == "stand-in" and base_url:
+        raise ValueError(f"judge backend 'stand-in' runs in-process; it takes no base_url (got {base_url!r})")
+    return name
+
+
+def judge_status(backend: str | None = None, base_url: str | None = None) -> str | None:
+    """None when the named judge can be called; otherwise why not (OpenAI itself named, without its key)."""
+    if judge_backend_name(backend, base_url) != "openai" or base_url or os.environ.get("OPENAI_API_KEY"):
         return None
-    return ("No judge available: set OPENAI_API_KEY (or AZURE_OPENAI_API_KEY) in the environment, or pass base_url of "
-            "an OpenAI-compatible server. Nothing was sent; preview_prompt() shows what the judge would receive.")
+    return ("No judge available: backend='openai' without base_url is OpenAI's own API and needs OPENAI_API_KEY in "
+            "the environment; pass base_url of an OpenAI-compatible server, or leave backend unset for the local "
+            "stand-in. Nothing was sent; preview_prompt() shows what the judge would receive.")
 
 
 @dataclass
@@ -201,25 +220,42 @@ class JudgeResult:
     reviews: list[Review]
     scores: dict
     run: dict = field(default_factory=dict)  # the engine's counts: requests, cached, failed, tokens, cost
+    judge: dict = field(default_factory=dict)  # {"backend", "model"}: which judge gave these scores
+
+
+def check_chat_inputs(questions: list[dict], answers: Iterable[dict]) -> dict[str, str]:
+    """question_id -> the model's answer text; a question without its fields or its answer is an error."""
+    by_id = {}
+    for i, a in enumerate(answers):
+        if not isinstance(a, dict) or "question_id" not in a:
+            raise ValueError(f"answer {i}: not an answer record with a question_id")
+        by_id[str(a["question_id"])] = a.get("text") if isinstance(a.get("text"), str) else ""
+    for i, q in enumerate(questions):
+        missing = [k for k in QUESTION_FIELDS if not isinstance(q, dict) or k not in q]
+        if missing:
+            raise ValueError(f"chat question {i}: missing field(s) {', '.join(missing)}")
+    missing = [q["question_id"] for q in questions if str(q["question_id"]) not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} chat question(s) have no model answer, e.g. {missing[:3]}")
+    return by_id
 
 
 async def judge_async(questions: list[dict], answers: Iterable[dict], backend, cache=None, concurrency: int = 4,
                       retry=None, progress: bool = True) -> JudgeResult:
-    """Ask the judge about every (question, model answer) pair; `backend` is the instruction engine's
-    (`llavamed_lite.instruct.synthesize.make_backend("openai", model=..., base_url=...)`), `cache` a path or
-    ResponseCache (a rerun asks only what is not cached), `retry` an engine RetryPolicy."""
+    """Ask the judge about every (question, model answer) pair; `backend` is the engine's (a
+    judge_stand_in.StandInJudge, or `llavamed_lite.instruct.synthesize.make_backend("openai", model=...,
+    base_url=...)`), `cache` a path or ResponseCache (a rerun asks only what is not cached), `retry` an engine
+    RetryPolicy. A request that fails or a reply without two scores is a review counted by its reason."""
     from ..instruct.cache import ResponseCache, request_key
     from ..instruct.client import Request
     from ..instruct.engine import run_requests
 
-    by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
-    missing = [q["question_id"] for q in questions if str(q["question_id"]) not in by_id]
-    if missing:
-        raise ValueError(f"{len(missing)} chat question(s) have no model answer, e.g. {missing[:3]}")
+    by_id = check_chat_inputs(questions, answers)
     requests = []
     for q in questions:
         messages = judge_messages(q, by_id[str(q["question_id"])])
-        requests.append(Request(str(q["question_id"]), q, messages, request_key(backend.model, messages, backend.params)))
+        key = request_key(backend.model, messages, backend.params)
+        requests.append(Request(str(q["question_id"]), q, messages, key))
     cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
     try:
         stats = await run_requests(requests, backend, cache, concurrency, retry=retry, progress=progress)
@@ -233,7 +269,8 @@ async def judge_async(questions: list[dict], answers: Iterable[dict], backend, c
             reviews.append(review_of(r.record, None, failed=stats.failed_keys.get(r.key, "request_failed")))
         else:
             reviews.append(review_of(r.record, entry["response"]))
-    return JudgeResult(reviews, relative_scores(reviews), stats.to_dict())
+    return JudgeResult(reviews, relative_scores(reviews), stats.to_dict(), {"backend": backend.name,
+                                                                            "model": backend.model})
 
 
 def judge(questions: list[dict], answers: Iterable[dict], backend, **kwargs) -> JudgeResult:
@@ -246,20 +283,57 @@ def judge(questions: list[dict], answers: Iterable[dict], backend, **kwargs) -> 
         return pool.submit(asyncio.run, judge_async(questions, answers, backend, **kwargs)).result()
 
 
-def run_judge(questions: list[dict], answers: list[dict], model: str = "gpt-4o", base_url: str | None = None,
-              backend: str = "openai", **kwargs) -> JudgeResult | None:
-    """The judge through an OpenAI-compatible endpoint (key from the environment). Without a key or a base_url it
-    prints why and the prompt it would send for the first question, sends nothing and returns None."""
-    reason = judge_status(base_url)
-    if reason is not None:
-        by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
-        first = questions[0] if questions else None
-        print(reason)
-        if first is not None:
-            print("\n" + preview_prompt(first, by_id.get(str(first["question_id"]), "")))
-        return None
-    from ..instruct.synthesize import make_backend
+def write_judge_results(out_dir: str | Path, result: JudgeResult) -> tuple[Path, Path]:
+    """`judge_scores.json` ({"judge", "scores", "run"}) and `judge_reviews.jsonl` (one line per question: id, type,
+    domain, both scores, why it failed, the judge's reply), each written whole or not at all."""
+    out_dir = Path(out_dir)
+    reviews = "".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in result.reviews)
+    scores = atomic_write_json(out_dir / SCORES_FILE, {"judge": result.judge, "scores": result.scores,
+                                                      "run": result.run})
+    return scores, atomic_write_text(out_dir / REVIEWS_FILE, reviews)
 
-    if backend != "openai":  # the offline backend writes conversations; it cannot judge
-        raise ValueError(f"judge backend {backend!r}: only 'openai' (any OpenAI-compatible server) can judge")
-    return judge(questions, answers, make_backend(backend, model=model, base_url=base_url, temperature=0.0), **kwargs)
+
+def judge_table(result: JudgeResult) -> str:
+    """The relative scores as a markdown table: overall, by question type, by domain, with the judge's name above
+    and the failed reviews below (a stand-in's number is not GPT-4's: the caption says which judge it was)."""
+    judge_name = f"{result.judge.get('backend', '?')} ({result.judge.get('model', '?')})"
+    lines = [f"Judge: **{judge_name}**", "", "| group | questions | mean score, reference | mean score, model "
+             "| relative score (model / reference x 100) |", "| --- | ---: | ---: | ---: | ---: |"]
+    s = result.scores
+    groups = [("overall", s["overall"])] + [(f"type: {k}", v) for k, v in s["by_type"].items()]
+    for name, g in groups + [(f"domain: {k}", v) for k, v in s["by_domain"].items()]:
+        cells = ["" if g[k] is None else f"{g[k]:.1f}" for k in ("mean_ref", "mean_model", "relative_score")]
+        lines.append(f"| {name} | {g['n']} | " + " | ".join(cells) + " |")
+    if s["n_failed"]:
+        failures = ", ".join(f"{k}: {v}" for k, v in s["failures"].items())
+        lines += ["", f"Left out: {s['n_failed']} review(s), {failures}"]
+    return "\n".join(lines)
+
+
+def run_judge(questions: list[dict], answers: list[dict], backend: str | None = None, model: str | None = None,
+              base_url: str | None = None, out_dir: str | Path | None = None, **kwargs) -> JudgeResult | None:
+    """The chat evaluation with the judge the caller names (judge_backend_name): the stand-in by default, an
+    OpenAI-compatible server at base_url, or OpenAI itself (backend="openai"; key from the environment, or it
+    prints why not and the first prompt, sends nothing and returns None). With out_dir the scores and reviews are
+    written there (write_judge_results). kwargs go to `judge` (cache, concurrency, retry, progress). Azure: build the
+    backend with `make_backend("openai", azure_endpoint=...)` and call `judge`."""
+    name = judge_backend_name(backend, base_url)
+    reason = judge_status(name, base_url)
+    if reason is not None:
+        by_id = check_chat_inputs(questions, answers)
+        print(reason)
+        if questions:
+            print("\n" + preview_prompt(questions[0], by_id[str(questions[0]["question_id"])]))
+        return None
+    if name == "stand-in":
+        from .judge_stand_in import StandInJudge
+
+        engine_backend = StandInJudge()
+    else:
+        from ..instruct.synthesize import make_backend
+
+        engine_backend = make_backend("openai", model=model or "gpt-4o", base_url=base_url, temperature=0.0)
+    result = judge(questions, answers, engine_backend, **kwargs)
+    if out_dir is not None:
+        write_judge_results(out_dir, result)
+    return result
