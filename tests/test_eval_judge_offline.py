@@ -62,6 +62,16 @@ def test_stand_in_scores_a_hallucinated_finding_and_a_flipped_reply_below_the_re
     assert parse_judge_reply(stand_in_reply(judge_messages(q, "")))[1] == 1
 
 
+def test_the_docs_example_is_what_the_stand_in_replies():
+    from pathlib import Path
+
+    q = {"question_id": 0, "text": "Describe the image.", "fig_caption": "Chest radiograph without nodules.",
+         "gpt4_answer": "A chest X-ray with no nodule and a normal heart.", "in_text_mention": []}
+    reply = stand_in_reply(judge_messages(q, "A chest X-ray with a small nodule in the left lung and a normal heart."))
+    page = (Path(__file__).parents[1] / "docs" / "chat-judge.md").read_text()
+    assert f"```text\n{reply}\n```" in page
+
+
 def test_stand_in_reads_only_a_judge_prompt():
     with pytest.raises(ValueError, match="not a judge prompt"):
         stand_in_reply([{"role": "user", "content": "Write a poem."}])
