@@ -40,7 +40,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-from llavamed_lite.eval.generate import answer_questions, chat_prompt, open_image
+from llavamed_lite.eval.generate import answer_questions, item_image
+from llavamed_lite.generation import generate, prompt, with_image
 from llavamed_lite.eval.vqa import load_benchmark
 from llavamed_lite.io import atomic_write_json
 from llavamed_lite.model.compose import compose_llava
@@ -64,15 +65,10 @@ def tiny_model(workdir: Path, model_dir: str | None = None, dtype: str = "float3
     return compose_llava(*towers, dtype=dtype), "random towers (data_samples/tiny-foundation missing)"
 
 
-@torch.inference_mode()
 def generate_one(model, processor, item, max_new_tokens: int) -> str:
-    """LLaVA-Med's way: `model.generate` on one question."""
-    tokenizer = processor.tokenizer
-    inputs = processor(images=[open_image(item)], text=[chat_prompt(processor, item.question)], return_tensors="pt")
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    """LLaVA-Med's way: `model.generate` on one question (`llavamed_lite.generation.generate`)."""
+    return generate(model, processor, [prompt(processor, with_image(item.question))], [item_image(item)],
+                    max_new_tokens)[0]
 
 
 def one_at_a_time(model, processor, items, batch_size: int, max_new_tokens: int) -> list[str]:

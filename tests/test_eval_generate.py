@@ -11,7 +11,7 @@ from PIL import Image
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.data.formats import ANSWER_FIELDS
 from llavamed_lite.eval.evaluate import score_answers
-from llavamed_lite.eval.generate import (answer_questions, answered, chat_prompt, generate_answers, open_image,
+from llavamed_lite.eval.generate import (answer_questions, answered, generate_answers, item_image,
                                          shortest_first_per_images)
 from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, with_closed_suffix, write_llava_vqa
 
@@ -19,11 +19,6 @@ from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad, with_closed_suffix, wr
 @pytest.fixture(scope="module")
 def items():
     return load_vqa_rad("test")[:5]
-
-
-def test_prompt_is_mistral_instruct_with_the_image_first(tiny_llava):
-    _, processor = tiny_llava
-    assert chat_prompt(processor, "Is there a mass?") == "[INST] <image>\nIs there a mass? [/INST]"
 
 
 def test_batched_answers_equal_one_at_a_time(tiny_llava, items):
@@ -49,7 +44,9 @@ def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items
                         for k, it in enumerate(items + items[:3])]
 
     def generate_one(it, stopper):
-        inputs = processor(images=[open_image(it)], text=[chat_prompt(processor, it.question)], return_tensors="pt")
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.question}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = processor(images=[item_image(it)], text=[text], return_tensors="pt")
         out = stopper.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                eos_token_id=tokenizer.eos_token_id)
         return out[0, inputs["input_ids"].shape[1]:].tolist()
@@ -79,6 +76,10 @@ def test_shared_images_and_early_stops_give_generate_s_answers(tiny_llava, items
     # with batch size 2 the images (in no order) are encoded two at a time, some twice.
     for batch_size in (4, 3, 2):
         assert answer_questions(stopper, processor, on_shared_images, batch_size, max_new_tokens=8) == expected
+    # the "generate" engine (llavamed_lite.generation, batched with left padding) gives the same answers
+    assert answer_questions(stopper, processor, on_shared_images, 4, 8, engine="generate") == expected
+    with pytest.raises(ValueError, match="engine must be one of cache, generate"):
+        answer_questions(stopper, processor, on_shared_images, engine="vllm")
 
 
 def test_answer_file_and_resume(tiny_llava, items, tmp_path):

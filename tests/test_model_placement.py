@@ -19,7 +19,7 @@ from llavamed_lite.model.compose import compose_llava, load_llava
 from llavamed_lite.model.lora import is_4bit
 from llavamed_lite.model.placement import (NOT_QUANTISED, join_towers, model_device, quantization_config,
                                            resolve_device, resolve_dtype)
-from llavamed_lite.serve.chat import prepare_inputs
+from llavamed_lite.serve.chat import chat
 from llavamed_lite.train.samples import generate_captions
 
 
@@ -142,11 +142,11 @@ def test_inputs_go_to_the_embeddings_device_not_model_device(tiny_llava, tmp_pat
     image.save(tmp_path / "white.png")
     expected = answer_questions(model, processor, items, max_new_tokens=2)
     captions = generate_captions(model, processor, [tmp_path / "white.png"], max_new_tokens=2)
+    answer = chat(model, processor, image, [], "What is shown?", max_new_tokens=2)
     monkeypatch.setattr(LlavaForConditionalGeneration, "device", property(lambda self: torch.device("meta")))
     assert answer_questions(model, processor, items, max_new_tokens=2) == expected
     assert generate_captions(model, processor, [tmp_path / "white.png"], max_new_tokens=2) == captions
-    inputs = prepare_inputs(model, processor, image, [], "What is shown?", max_new_tokens=2)
-    assert inputs["input_ids"].device == inputs["pixel_values"].device == torch.device("cpu")
+    assert chat(model, processor, image, [], "What is shown?", max_new_tokens=2) == answer
 
 
 def test_curation_s_image_classifier_takes_the_gpu_when_auto(fake_gpu, monkeypatch):

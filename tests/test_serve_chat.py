@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from llavamed_lite.paths import DATA_SAMPLES
-from llavamed_lite.serve.chat import (ChatError, add_turn, chat, conversation, load_image, prepare_inputs,
+from llavamed_lite.serve.chat import (ChatError, add_turn, chat, history_turns, prepare_inputs, read_upload,
                                       stream_chat, text_of)
 
 XRAY = DATA_SAMPLES / "xray" / "00000001_000.png"
@@ -23,17 +23,20 @@ def _image(seed=0, h=40, w=60):
 def test_template_puts_the_image_in_the_first_user_turn_only(tiny_llava):
     _, processor = tiny_llava
     history = add_turn([], "Q1", "A1")
-    text = processor.apply_chat_template(conversation(history, "Q2"), add_generation_prompt=True)
+    ids, _ = prepare_inputs(*tiny_llava, _image(), history, "Q2", max_new_tokens=4)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q1"}]},
+                {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
     assert text == "[INST] <image>\nQ1 [/INST] A1</s>[INST] Q2 [/INST]"
-    inputs = prepare_inputs(*tiny_llava, _image(), history, "Q2", max_new_tokens=4)
+    assert ids == processor(images=_image(), text=text)["input_ids"][0]  # the processor's chat template
     model = tiny_llava[0]
-    assert (inputs["input_ids"] == model.config.image_token_id).sum() == (32 // 8) ** 2  # one image's tokens
+    assert ids.count(model.config.image_token_id) == (32 // 8) ** 2  # one image's tokens
 
 
 def test_gradio_content_parts_are_read_as_text(tiny_llava):
     history = [{"role": "user", "content": [{"type": "text", "text": "Q1"}]},
                {"role": "assistant", "content": [{"type": "text", "text": "A1"}]}]
-    assert conversation(history, "Q2")[1] == {"role": "assistant", "content": "A1"}
+    assert history_turns(history) == [("<image>\nQ1", "A1")]
     assert text_of(None) == "" and text_of("x") == "x"
 
 
@@ -41,7 +44,9 @@ def test_greedy_chat_equals_generate(tiny_llava):
     model, processor = tiny_llava
     image = _image(1)
     answer = chat(model, processor, image, [], "Is there a nodule?", max_new_tokens=6)
-    inputs = prepare_inputs(model, processor, image, [], "Is there a nodule?", max_new_tokens=6)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a nodule?"}]}]
+    inputs = processor(images=image, text=processor.apply_chat_template(messages, add_generation_prompt=True),
+                       return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False,
                              pad_token_id=processor.tokenizer.pad_token_id)
@@ -92,11 +97,11 @@ def test_long_conversations_keep_the_first_turn_and_the_latest(tiny_llava):
     history = []
     for i in range(40):
         history = add_turn(history, f"Question {i} about the nodule in the left upper zone?", "Yes. " * 5)
-    inputs = prepare_inputs(model, processor, XRAY, history, "Last question?", max_new_tokens=8)
-    assert inputs["input_ids"].shape[1] + 8 <= limit
-    text = processor.tokenizer.decode(inputs["input_ids"][0])
+    ids, _ = prepare_inputs(model, processor, XRAY, history, "Last question?", max_new_tokens=8)
+    assert len(ids) + 8 <= limit
+    text = processor.tokenizer.decode(ids)
     assert "Question 0 " in text and "Question 39 " in text and "Question 1 " not in text
-    assert (inputs["input_ids"] == model.config.image_token_id).sum() == 16
+    assert ids.count(model.config.image_token_id) == 16
 
 
 def test_bad_history(tiny_llava):
@@ -104,44 +109,46 @@ def test_bad_history(tiny_llava):
         chat(*tiny_llava, XRAY, [{"role": "robot", "content": "x"}], "Q", max_new_tokens=2)
     with pytest.raises(ChatError, match="start with a user"):
         chat(*tiny_llava, XRAY, [{"role": "assistant", "content": "x"}], "Q", max_new_tokens=2)
+    with pytest.raises(ChatError, match="alternate"):
+        chat(*tiny_llava, XRAY, [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}], "Q")
 
 
-def test_load_image_refuses_bad_files(tmp_path, png_header_only):
+def test_read_upload_refuses_bad_files(tmp_path, png_header_only):
     with pytest.raises(ChatError, match="No image"):
-        load_image(None)
+        read_upload(None)
     with pytest.raises(ChatError, match="no such file"):
-        load_image(tmp_path / "missing.png")
+        read_upload(tmp_path / "missing.png")
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
     with pytest.raises(ChatError, match="notes.png: not a readable image"):
-        load_image(text)
+        read_upload(text)
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(XRAY.read_bytes()[:5000])
     with pytest.raises(ChatError, match="truncated.png: not a readable image"):
-        load_image(truncated)
+        read_upload(truncated)
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png_header_only(20000, 20000))  # 400 megapixels: PIL's own bomb check fires
     with pytest.raises(ChatError, match="bomb.png: image is too large.*decompression bomb"):
-        load_image(bomb)
+        read_upload(bomb)
     big = tmp_path / "big.png"
     big.write_bytes(png_header_only(9000, 9000))  # 81 megapixels: under PIL's limit, over ours
     with pytest.raises(ChatError, match="9000 x 9000 pixels"):
-        load_image(big)
+        read_upload(big)
     with pytest.raises(ChatError, match="MB"):
-        load_image(XRAY, max_bytes=1000)
+        read_upload(XRAY, max_bytes=1000)
     with pytest.raises(ChatError, match="megapixels"):
-        load_image(_image(h=100, w=100), max_pixels=5000)
+        read_upload(_image(h=100, w=100), max_pixels=5000)
 
 
-def test_load_image_converts_to_rgb(tmp_path):
+def test_read_upload_converts_to_rgb(tmp_path):
     grey = tmp_path / "grey.png"
     Image.new("L", (20, 10), 128).save(grey)
-    image = load_image(grey)
+    image = read_upload(grey)
     assert image.mode == "RGB" and image.size == (20, 10)
-    assert load_image(XRAY).mode == "RGB"
+    assert read_upload(XRAY).mode == "RGB"
     dicom = next((DATA_SAMPLES / "dicom").rglob("*.dcm"), None)
     if dicom is not None:  # DICOM slices are windowed to RGB by llavamed_lite.images
-        assert load_image(dicom).mode == "RGB"
+        assert read_upload(dicom).mode == "RGB"
 
 
 def test_build_app_and_cli_defaults(tiny_llava):

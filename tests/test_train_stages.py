@@ -230,14 +230,14 @@ def test_cli_trains_a_stage_in_process(tiny_towers, tiny_train_data, tmp_path, c
 
 
 def test_samples_caption_and_chat(tiny_llava, tiny_train_data):
-    from llavamed_lite.train.samples import caption_domain_accuracy, chat, generate_captions
+    from llavamed_lite.train.samples import caption_domain_accuracy, generate_captions, sample_chat
 
     model, processor = tiny_llava
     folder = tiny_train_data[0]
     paths = [folder / "images" / f"{i}.png" for i in range(3)]
     captions = generate_captions(model, processor, paths, batch_size=2, max_new_tokens=5)
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
-    turns = chat(model, processor, paths[0], ["What is shown?", "Which side?"], max_new_tokens=4)
+    turns = sample_chat(model, processor, paths[0], ["What is shown?", "Which side?"], max_new_tokens=4)
     assert [q for q, _ in turns] == ["What is shown?", "Which side?"]
     assert caption_domain_accuracy(["Chest radiograph showing a nodule.", "Axial CT of the abdomen."],
                                    ["chest_xray", "mri"]) == 0.5

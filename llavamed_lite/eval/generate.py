@@ -9,7 +9,9 @@ engines do and `generate` cannot:
   stays full instead of running down to its longest answer;
 - questions read together have similar lengths, so little of a pass is spent on padding.
 On a 2-core CPU this answers the tiny model's questions 6-9x faster than `generate` one at a time
-(benchmarks/generation_speed.py). Decoding is greedy, so a question gets the same answer whatever batch it sits in.
+(benchmarks/generation_speed.py). Decoding is greedy, so a question gets the same answer whatever batch it sits in,
+and the same as `llavamed_lite.generation.generate` gives (engine "generate", the way on a transformers release the
+loop, which edits `DynamicCache` layers, was not checked with). Prompts come from `llavamed_lite.generation.prompt`.
 Answers are appended to the answer file as they finish; a rerun skips the question_ids already answered (resume after
 a crash). Once all are written, the file is rewritten in question order (atomically), with each question's own id
 (an int stays an int): LLaVA-Med's scorers pair questions and answers by position. A file that another model wrote
@@ -32,19 +34,18 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from ..data.formats import answer_record
+from ..generation import cache_engine_supported, generate, prompt, with_image
 from ..images import load_image
 from ..io import append_jsonl, atomic_write_text, iter_jsonl
 from ..model.placement import model_device
+from ..padding import pad_rows
 from .vqa import VQAItem
 
-
-def chat_prompt(processor, question: str) -> str:
-    """The question in the model's chat template, image first (as in LLaVA-Med's VQA records), ready for an answer."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+ENGINES = ("cache", "generate")
 
 
-def open_image(item: VQAItem) -> Image.Image:
+def item_image(item: VQAItem) -> Image.Image:
+    """The question's image; an unreadable one is an error naming the question."""
     try:
         return load_image(item.image)
     except (OSError, ValueError) as e:
@@ -71,16 +72,14 @@ class ImagePrefixes:
                 break
             if str(it.image) not in self.caches:
                 firsts.setdefault(str(it.image), it)
-        model, image_token = self.model, self.model.config.image_token_id
-        inputs = self.processor(images=[open_image(it) for it in firsts.values()],
-                                text=[chat_prompt(self.processor, it.question) for it in firsts.values()],
-                                return_tensors="pt", padding=True, padding_side="right")
-        prompt = inputs["input_ids"][0]
-        prefix = prompt[:int((prompt == image_token).nonzero().max()) + 1]  # "<s>[INST] " and the image's tokens
+        model = self.model
+        pixel_values = self.processor.image_processor([item_image(it) for it in firsts.values()],
+                                                      return_tensors="pt")["pixel_values"]  # (images, 3, H, W)
+        prefix = torch.tensor(image_prefix(model, self.processor))  # "<s>[INST] " and the image's tokens
         cache = DynamicCache()  # keeps every column (a sliding-window cache drops the oldest), as `join` expects
         device = model_device(model)
         model(input_ids=prefix.expand(len(firsts), -1).to(device), cache=cache, use_cache=True, logits_to_keep=1,
-              pixel_values=inputs["pixel_values"].to(device, model.dtype))  # (images, 3, H, W)
+              pixel_values=pixel_values.to(device, model.dtype))
         for row, image in enumerate(firsts):  # (1, kv_heads, prefix, head_dim) each
             self.caches[image] = [(layer.keys[row:row + 1], layer.values[row:row + 1]) for layer in cache.layers]
 
@@ -148,13 +147,8 @@ def start_rows(model, processor, prefixes: ImagePrefixes, items: list[VQAItem], 
     batch = [questions[i] for i in indices]
     cache = prefixes.cache_for([items[i] for i in indices])  # per layer (rows, kv_heads, prefix, head_dim)
     prefix_len = cache.get_seq_length()
-    width = max(len(q) for q in batch)
-    ids = torch.full((len(batch), width), processor.tokenizer.pad_token_id, dtype=torch.long)  # (rows, width)
-    mask = torch.zeros(len(batch), prefix_len + width, dtype=torch.long)  # (rows, prefix + width)
-    mask[:, :prefix_len] = 1
-    for i, q in enumerate(batch):
-        ids[i, width - len(q):] = torch.tensor(q)
-        mask[i, prefix_len + width - len(q):] = 1
+    ids, question_mask = pad_rows(batch, processor.tokenizer.pad_token_id, side="left")  # (rows, width) each
+    mask = torch.cat([question_mask.new_ones(len(batch), prefix_len), question_mask], 1)  # (rows, prefix + width)
     positions = (mask.cumsum(1) - 1)[:, prefix_len:]  # (rows, width): the padding does not advance positions
     device = model_device(model)
     mask, positions = mask.to(device), positions.to(device)
@@ -179,7 +173,7 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
         except UnicodeEncodeError as e:  # e.g. a lone surrogate from a "\ud800" escape in the question file
             raise ValueError(f"question {it.question_id}: the text is not valid Unicode "
                              f"({e.reason} at character {e.start})") from None
-    prompts = processor.tokenizer([chat_prompt(processor, it.question) for it in items])["input_ids"]  # one image token
+    prompts = [prompt(processor, with_image(it.question), n_image=1) for it in items]  # one image token each
     image = model.config.image_token_id
     head = prompts[0][:prompts[0].index(image) + 1] if image in prompts[0] else None
     if head is None or any(p[:len(head)] != head for p in prompts):
@@ -190,14 +184,19 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
     return [p[len(head):] for p in prompts]
 
 
+def image_prefix(model, processor) -> list[int]:
+    """The ids every question's prompt starts with, up to the image's last token ("<s>[INST] <image>...")."""
+    ids = prompt(processor, with_image(""))
+    return ids[:max(i for i, token in enumerate(ids) if token == model.config.image_token_id) + 1]
+
+
 def check_context(model, processor, items: list[VQAItem], questions: list[list[int]], max_new_tokens: int) -> None:
     """Refuse, naming the first question, prompts that leave no room for `max_new_tokens` in the LM's context
     (max_position_embeddings). The prefix up to the image's last token is the same for every question."""
     limit = getattr(model.config.text_config, "max_position_embeddings", None)
     if limit is None or not items:
         return
-    prompt = processor(images=[open_image(items[0])], text=[chat_prompt(processor, items[0].question)])["input_ids"][0]
-    prefix = max(i for i, token in enumerate(prompt) if token == model.config.image_token_id) + 1
+    prefix = len(image_prefix(model, processor))
     for it, question in zip(items, questions):
         if prefix + len(question) + max_new_tokens > limit:
             raise ValueError(f"question {it.question_id}: {prefix + len(question)} prompt tokens + {max_new_tokens} "
@@ -217,8 +216,8 @@ def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: 
     return order + sorted(run, key=lengths.__getitem__)
 
 
-def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
-                   max_new_tokens: int = 64) -> Iterator[tuple[int, str]]:
+def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16, max_new_tokens: int = 64,
+                   engine: str | None = None) -> Iterator[tuple[int, str]]:
     """(index, answer) of every question in `items`, in the order they finish, by greedy decoding.
 
     Up to `batch_size` questions are answered at once. A row that has finished stays in the batch (what it writes is
@@ -227,12 +226,31 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
     barely changes a step's time; reading new questions in bunches takes fewer passes than one per free row, and the
     batch never runs down to a few long answers. Keep questions on one image next to each other in `items`: their
     images are encoded `batch_size` at a time, in the order of `items`. Bad input (a batch size, a question that is
-    not Unicode or too long for the context) is refused by this call itself, before anything is answered."""
+    not Unicode or too long for the context) is refused by this call itself, before anything is answered.
+
+    `engine` "cache" is this loop; "generate" is `llavamed_lite.generation.generate`, `batch_size` questions at a
+    time, slower but with the same greedy answers. By default the loop runs on the transformers releases it was
+    checked with (`CACHE_ENGINE_TRANSFORMERS`), `generate` on others."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    engine = engine or ("cache" if cache_engine_supported() else "generate")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     questions = question_tokens(model, processor, items) if items else []
     check_context(model, processor, items, questions, max_new_tokens)
+    if engine == "generate":
+        return _generate_in_batches(model, processor, items, batch_size, max_new_tokens)
     return _decode(model, processor, items, questions, batch_size, max_new_tokens)
+
+
+def _generate_in_batches(model, processor, items: list[VQAItem], batch_size: int,
+                         max_new_tokens: int) -> Iterator[tuple[int, str]]:
+    """The "generate" engine of `stream_answers`: `batch_size` questions per `generate` call, in order."""
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        prompts = [prompt(processor, with_image(it.question)) for it in batch]
+        yield from enumerate(generate(model, processor, prompts, [item_image(it) for it in batch], max_new_tokens),
+                             start)
 
 
 @torch.inference_mode()
@@ -267,10 +285,10 @@ def _decode(model, processor, items: list[VQAItem], questions: list[list[int]], 
                     yield i, processor.tokenizer.decode(written.pop(i), skip_special_tokens=True).strip()
 
 
-def answer_questions(model, processor, items: list[VQAItem], batch_size: int = 16,
-                     max_new_tokens: int = 64) -> list[str]:
+def answer_questions(model, processor, items: list[VQAItem], batch_size: int = 16, max_new_tokens: int = 64,
+                     engine: str | None = None) -> list[str]:
     """Greedy answers to `items`, in their order (see `stream_answers`)."""
-    answers = dict(stream_answers(model, processor, items, batch_size, max_new_tokens))
+    answers = dict(stream_answers(model, processor, items, batch_size, max_new_tokens, engine))
     return [answers[i] for i in range(len(items))]
 
 
@@ -304,7 +322,7 @@ def answer_id(model_id: str, question_id: str) -> str:
 
 def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path, model_id: str,
                      batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True,
-                     fingerprint: str | None = None) -> list[dict]:
+                     fingerprint: str | None = None, engine: str | None = None) -> list[dict]:
     """Answer every item not yet in `out_path` and append the answers there (questions on one image together),
     then put the file in the order of `items` (`in_question_order`); return the answer records of `items`, in their
     order. `fingerprint` (of the weights) is kept in each answer's metadata, and a file written by other weights is
@@ -324,7 +342,7 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
         first_seen.setdefault(str(it.image), len(first_seen))
     todo.sort(key=lambda it: first_seen[str(it.image)])  # questions on one image together, images in order
     model.eval()
-    answers = stream_answers(model, processor, todo, batch_size, max_new_tokens)  # refuses bad input before the bar
+    answers = stream_answers(model, processor, todo, batch_size, max_new_tokens, engine)  # refuses bad input before the bar
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress)
     with bar:
         for i, text in answers:

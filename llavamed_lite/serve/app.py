@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..model.compose import load_llava
 from ..paths import DATA_SAMPLES
-from .chat import MAX_FILE_BYTES, RESEARCH_NOTICE, ChatError, load_image, stream_chat
+from .chat import MAX_FILE_BYTES, RESEARCH_NOTICE, ChatError, read_upload, stream_chat
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
         if not isinstance(path, (str, Path)) or not servable(path):  # the same answer whether it exists or not
             return None, None, [], "⚠️ Only an uploaded image or one of the examples can be used."
         try:
-            image = load_image(path)
+            image = read_upload(path)
         except ChatError as e:
             return None, None, [], f"⚠️ {e}"
         return image, _for_display(image), [], _describe(image, Path(path).name)

@@ -6,8 +6,9 @@
     answer = chat(model, processor, "figure.png", history, "Is there a nodule?")
 
 History is a list of messages `{"role": "user" | "assistant", "content": str}` (the format of gradio's Chatbot).
-The conversation is formatted by the processor's chat template (mistral_instruct), with the image in the first
-user turn only, as in LLaVA-Med's training data.
+The conversation is written in stage 2's mistral_instruct template (`llavamed_lite.generation`, the text the model
+was trained on and the processor's chat template renders), with the image in the first user turn only, as in
+LLaVA-Med's training data.
 """
 
 import threading
@@ -15,13 +16,11 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
-import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import TextIteratorStreamer
 
-from ..images import MAX_PIXELS
-from ..images import load_image as read_image
-from ..model.placement import model_device
+from ..generation import generate, prompt, with_image
+from ..images import MAX_PIXELS, load_image
 
 RESEARCH_NOTICE = ("Research and teaching only, not for clinical use: this model's answers are not medical advice "
                    "and may be wrong.")
@@ -32,8 +31,8 @@ class ChatError(ValueError):
     """Bad input a user can fix (no image, not an image, too large, empty question): shown in the UI as is."""
 
 
-def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_PIXELS,
-               max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+def read_upload(source: str | Path | Image.Image, max_pixels: int = MAX_PIXELS,
+                max_bytes: int = MAX_FILE_BYTES) -> Image.Image:
     """An RGB image from a path (PNG, JPEG, DICOM: `llavamed_lite.images.load_image`) or a PIL image. Non-images,
     damaged files, huge files and decompression bombs (checked from the header, before decoding) raise a ChatError
     that names the file by its name only (uploads live under temporary paths)."""
@@ -54,9 +53,9 @@ def load_image(source: str | Path | Image.Image, max_pixels: int = MAX_PIXELS,
             with Image.open(path) as header:  # reads the header only
                 _check_pixels(header, path.name, max_pixels)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError):
-        pass  # not a format PIL knows (e.g. DICOM), or a bomb: read_image below gives the message
+        pass  # not a format PIL knows (e.g. DICOM), or a bomb: load_image below gives the message
     try:
-        return read_image(path)
+        return load_image(path)
     except (ValueError, OSError) as e:
         raise ChatError(str(e).replace(str(path), path.name)) from None
 
@@ -86,43 +85,42 @@ def add_turn(history: list[dict], question: str, answer: str) -> list[dict]:
     return [*history, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
-def conversation(history: list[dict], question: str) -> list[dict]:
-    """Chat-template messages: the earlier turns, then the question; `<image>` in the first user turn only."""
-    messages = []
-    for message in history:
+def history_turns(history: list[dict]) -> list[tuple[str, str]]:
+    """The earlier (question, answer) turns of a history of messages, `<image>` before the first question only."""
+    pairs = []
+    for k, message in enumerate(history):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ("user", "assistant"):
             raise ChatError(f"history: each message needs role 'user' or 'assistant', got {message!r}")
-        messages.append({"role": role, "content": text_of(message.get("content"))})
-    messages.append({"role": "user", "content": question})
-    if messages[0]["role"] != "user":
-        raise ChatError("history: the conversation must start with a user message")
-    messages[0] = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": messages[0]["content"]}]}
-    return messages
+        if k == 0 and role != "user":
+            raise ChatError("history: the conversation must start with a user message")
+        if role != ("user", "assistant")[k % 2]:
+            raise ChatError(f"history: user and assistant messages must alternate; message {k} is a second {role}")
+        if role == "user":
+            pairs.append((text_of(message.get("content")), ""))
+        else:
+            pairs[-1] = (pairs[-1][0], text_of(message.get("content")))
+    return [(with_image(q) if i == 0 else q, a) for i, (q, a) in enumerate(pairs)]
 
 
-def prepare_inputs(model, processor, image, history: list[dict], question: str, max_new_tokens: int) -> dict:
-    """Tokenised prompt and pixel values on the model's device, after checking every input. When the conversation
-    outgrows the model's context, the oldest turns after the first (which holds the image) are left out."""
+def prepare_inputs(model, processor, image, history: list[dict], question: str,
+                   max_new_tokens: int) -> tuple[list[int], Image.Image]:
+    """The prompt's token ids and the RGB image, after checking every input. When the conversation outgrows the
+    model's context, the oldest turns after the first (which holds the image) are left out."""
     question = (question or "").strip()
     if not question:
         raise ChatError("Type a question first.")
-    image = load_image(image)
+    image = read_upload(image)
     limit = getattr(model.config.text_config, "max_position_embeddings", None)
-    history = list(history)
+    earlier = history_turns(history)
     while True:
-        text = processor.apply_chat_template(conversation(history, question), add_generation_prompt=True)
-        inputs = processor(images=image, text=text, return_tensors="pt")
-        n_prompt = inputs["input_ids"].shape[1]
-        if limit is None or n_prompt + max_new_tokens <= limit:
-            break
-        if len(history) <= 2:
-            raise ChatError(f"The conversation is too long for this model ({n_prompt} prompt tokens + "
+        ids = prompt(processor, question if earlier else with_image(question), "mistral_instruct", earlier)
+        if limit is None or len(ids) + max_new_tokens <= limit:
+            return ids, image
+        if len(earlier) <= 1:
+            raise ChatError(f"The conversation is too long for this model ({len(ids)} prompt tokens + "
                             f"{max_new_tokens} new > {limit}): press Clear to start again, or lower max new tokens.")
-        del history[2:4]  # the oldest question and answer after the first turn
-    dtype = next(model.parameters()).dtype
-    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    return inputs.to(model_device(model))
+        del earlier[1]  # the oldest question and answer after the first turn
 
 
 def stream_chat(model, processor, image, history: list[dict], question: str, temperature: float = 0.0,
@@ -133,21 +131,18 @@ def stream_chat(model, processor, image, history: list[dict], question: str, tem
         raise ChatError(f"max new tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0:
         raise ChatError(f"temperature must be >= 0, got {temperature}")
-    inputs = prepare_inputs(model, processor, image, history, question, max_new_tokens)
+    ids, image = prepare_inputs(model, processor, image, history, question, max_new_tokens)
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     failure = []
 
-    def generate():
+    def write():
         try:
-            with torch.no_grad():
-                model.generate(**inputs, streamer=streamer, max_new_tokens=max_new_tokens,
-                               pad_token_id=processor.tokenizer.pad_token_id, **sampling)
+            generate(model, processor, [ids], [image], max_new_tokens, temperature, top_p, streamer)
         except BaseException as e:  # handed to the caller below
             failure.append(e)
             streamer.end()
 
-    thread = threading.Thread(target=generate, daemon=True)
+    thread = threading.Thread(target=write, daemon=True)
     thread.start()
     answer = ""
     for piece in streamer:
