@@ -30,7 +30,7 @@ def plot_summary(records: list[dict], title: str = "curated figures"):
     return fig
 
 
-def plot_gallery(records: list[dict], root: str | Path, n: int = 6, cols: int = 3, width: int = 48):
+def plot_captioned_figures(records: list[dict], root: str | Path, n: int = 6, cols: int = 3, width: int = 48):
     """The first n curated figures with their label, domain, caption and first mention."""
     records = records[:n]
     rows = max(1, -(-len(records) // cols))

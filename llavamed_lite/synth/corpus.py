@@ -35,7 +35,7 @@ def caption_text(record: dict) -> str:
     return record["fig_caption"]
 
 
-def chat(turns: list[tuple[str, str]]) -> str:
+def mistral_instruct_text(turns: list[tuple[str, str]]) -> str:
     """Turns in the mistral_instruct format, without the leading <s> and the final </s>."""
     return "</s>".join(f"[INST] {q} [/INST] {a}" for q, a in turns)
 
@@ -52,12 +52,13 @@ def lm_documents(records: list[dict], rng: Any) -> list[str]:
         docs.append(cap)
         docs.extend(r["in_text_mention"])
         docs.append(f"{pick(stand_ins)}\n{cap}")
-        docs.append(chat([(f"{pick(stand_ins)}\n{pick(DESCRIBE_INSTRUCTIONS)}", pick([paraphrase(f, rng), describe(f)]))]))
+        describe_turn = (f"{pick(stand_ins)}\n{pick(DESCRIBE_INSTRUCTIONS)}", pick([paraphrase(f, rng), describe(f)]))
+        docs.append(mistral_instruct_text([describe_turn]))
         for _ in range(QA_PASSES):
             questions = questions_for(f, rng)
             order = rng.permutation(len(questions))
             for start in range(0, len(order), 3):  # multi-turn Q&A about one figure, 3 questions a conversation
                 turns = [(questions[i]["question"], questions[i]["answer"]) for i in order[start:start + 3]]
                 turns[0] = (f"{pick(stand_ins)}\n{turns[0][0]}", turns[0][1])
-                docs.append(chat(turns))
+                docs.append(mistral_instruct_text(turns))
     return docs

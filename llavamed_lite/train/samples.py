@@ -10,6 +10,7 @@ from ..data.formats import IMAGE_TOKEN
 from ..generation import generate, prompt, with_image
 from .collator import record_image
 
+
 def generate_captions(model, processor, image_paths: list[str | Path], batch_size: int = 64,
                       max_new_tokens: int = 40, template: str = "plain") -> list[str]:
     """Captions in the stage's template: the image (with llava_med_v1, after the first of stage 1's requests for a
