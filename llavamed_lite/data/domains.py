@@ -12,6 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
+
+from ..images import load_image
+from ..zero_shot import ZeroShotClassifier
 from .formats import DOMAINS
 
 OTHER = "other"
@@ -77,9 +82,9 @@ OTHER_PROMPTS = ["a chart or a plot of data", "a diagram", "a flow chart", "a ph
 
 
 class ImageDomainClassifier:
-    """Zero-shot CLIP. Every prompt is a class of CLIP's softmax; a domain's probability is the sum over its
-    prompts (so a domain described by many varied prompts is a mixture, not one averaged point). With
-    `other_prompts` (large CLIPs), "other" is a class of its own; `min_prob` turns unsure answers into "other".
+    """Zero-shot CLIP from a checkpoint (`llavamed_lite.zero_shot`): a domain's probability is the sum over its
+    prompts. With `other_prompts` (large CLIPs), "other" is a class of its own; `min_prob` turns unsure answers
+    into "other".
 
     Tiny scale: the stage-0 CLIP (data_samples/tiny-foundation/clip, its tokenizer beside it or in the sibling lm/);
     larger scales: any CLIP checkpoint name (e.g. the model's vision tower, openai/clip-vit-large-patch14-336).
@@ -88,56 +93,25 @@ class ImageDomainClassifier:
     def __init__(self, model_path: str | Path, tokenizer_path: str | Path | None = None,
                  prompts: dict[str, list[str]] | None = None, other_prompts: list[str] | None = None,
                  min_prob: float = 0.0, device: str = "cpu"):
-        import torch
-        from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
-
-        self.torch, self.device, self.min_prob = torch, device, min_prob
-        self.model = CLIPModel.from_pretrained(str(model_path)).to(device).eval()
+        self.min_prob = min_prob
+        model = CLIPModel.from_pretrained(str(model_path)).to(device)
         self.processor = CLIPImageProcessorPil.from_pretrained(str(model_path))
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or _tokenizer_dir(Path(str(model_path)))))
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or _tokenizer_dir(Path(str(model_path)))))
         prompts = dict(prompts or PROMPTS)
         if other_prompts:
             prompts[OTHER] = list(other_prompts)
-        self.labels = list(prompts)
-        with torch.no_grad():
-            text = self._embed_texts([t for label in self.labels for t in prompts[label]])
-            self.text = text / text.norm(dim=-1, keepdim=True)  # (n_prompts, projection_dim)
-        owner = torch.tensor([k for k, label in enumerate(self.labels) for _ in prompts[label]])
-        self.prompt_to_label = torch.nn.functional.one_hot(owner, len(self.labels)).float()  # (n_prompts, n_labels)
+        self.zero_shot = ZeroShotClassifier(model, tokenizer, prompts)
+        self.labels = self.zero_shot.labels
 
-    def _embed_texts(self, prompts: list[str], batch_size: int = 64) -> "torch.Tensor":
-        """Prompts ending in the end-of-text token CLIP pools at, right-padded with an attention mask."""
-        torch, tok = self.torch, self.tokenizer
-        eos = tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        rows = [ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
-                for ids in tok(prompts)["input_ids"]]
-        out = []
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            width = max(len(r) for r in chunk)
-            ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk], device=self.device)  # (b, width)
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk], device=self.device)
-            e = self.model.get_text_features(input_ids=ids, attention_mask=mask)
-            out.append(getattr(e, "pooler_output", e))  # (b, projection_dim)
-        return torch.cat(out)
-
-    def probabilities(self, images: list) -> "torch.Tensor":
+    def probabilities(self, images: list) -> torch.Tensor:
         """(n_images, n_labels) softmax over labels, in the order of `self.labels`."""
-        torch = self.torch
-        with torch.no_grad():
-            pixels = self.processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
-            e = self.model.get_image_features(pixel_values=pixels.to(self.device))
-            e = getattr(e, "pooler_output", e)
-            e = e / e.norm(dim=-1, keepdim=True)  # (n_images, projection_dim)
-            logits = self.model.logit_scale.exp() * e @ self.text.T  # (n_images, n_prompts)
-            return (logits.softmax(-1) @ self.prompt_to_label).cpu()
+        pixels = self.processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        return self.zero_shot.probabilities(pixels)  # (n_images, n_labels)
 
     def classify(self, images: list, batch_size: int = 32) -> list[str]:
         out = []
         for i in range(0, len(images), batch_size):
-            probs = self.probabilities(images[i:i + batch_size])
-            for p in probs:
+            for p in self.probabilities(images[i:i + batch_size]):
                 k = int(p.argmax())
                 out.append(self.labels[k] if float(p[k]) >= self.min_prob else OTHER)
         return out
@@ -238,8 +212,6 @@ def vqa_rad_images(vqa_rad_dir: str | Path) -> list[tuple[Path, str]]:
 def evaluate_image_classifier(classifier: ImageDomainClassifier, items: list[tuple[Path, str]],
                               batch_size: int = 32) -> DomainScores:
     """Score the classifier on (image path, true domain) pairs, images opened with llavamed_lite.images."""
-    from ..images import load_image
-
     predicted = []
     for i in range(0, len(items), batch_size):
         predicted += classifier.classify([load_image(p) for p, _ in items[i:i + batch_size]], batch_size)

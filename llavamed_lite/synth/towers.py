@@ -23,7 +23,8 @@ from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, MistralC
                           get_cosine_schedule_with_warmup)
 
 from ..data.formats import DOMAINS
-from .findings import PRESENCE, SCHEMA, as_rng, validate_findings
+from ..zero_shot import ZeroShotClassifier, clip_text_inputs, embed_images, embed_texts
+from .findings import PRESENCE, SCHEMA, as_rng, sample_findings, validate_findings
 from .questions import questions_for
 from .text import caption
 
@@ -84,18 +85,6 @@ def pixel_values(paths: list[Path], processor: CLIPImageProcessorPil) -> torch.T
     return processor(images=images, return_tensors="pt")["pixel_values"]  # (N, 3, S, S)
 
 
-def clip_text_inputs(tokenizer, texts: list[str], max_length: int) -> dict:
-    """Token ids with <s> in front and </s> at the end (CLIP pools at the first </s>), padded with <pad>."""
-    rows = [ids[: max_length - 1] + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def _schedule(model, lr, warmup, steps):
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"training steps must be a positive integer, got {steps!r}")
@@ -129,39 +118,17 @@ def train_clip(pixels: torch.Tensor, texts: list[str], tokenizer, s: ClipSetting
     return model, losses
 
 
-@torch.no_grad()
-def embed_images(model: CLIPModel, pixels: torch.Tensor) -> torch.Tensor:
-    feats = model.get_image_features(pixel_values=pixels)
-    feats = getattr(feats, "pooler_output", feats)
-    return torch.nn.functional.normalize(feats, dim=-1)
-
-
-@torch.no_grad()
-def embed_texts(model: CLIPModel, tokenizer, texts: list[str], max_length: int = 96) -> torch.Tensor:
-    feats = model.get_text_features(**clip_text_inputs(tokenizer, texts, max_length))
-    feats = getattr(feats, "pooler_output", feats)
-    return torch.nn.functional.normalize(feats, dim=-1)
-
-
 def domain_prompts(n_per_domain: int = 60, seed: int = 0) -> dict[str, list[str]]:
     """Caption-like prompts for each domain, over random findings ("Axial T2-weighted MRI of the brain showing ..."),
     for zero-shot classification; no held-out figure is used."""
-    from .findings import sample_findings
-
     rng = as_rng(seed)
     return {d: [caption(sample_findings(d, rng), rng) for _ in range(n_per_domain)] for d in DOMAINS}
 
 
-@torch.no_grad()
 def zero_shot_domain(model: CLIPModel, tokenizer, pixels: torch.Tensor, max_length: int = 96) -> np.ndarray:
     """Predicted domain index (into DOMAINS) per image: the domain whose prompts take the most probability under
-    CLIP's softmax over all prompts (logsumexp of the scaled similarities to that domain's prompts)."""
-    prompts = domain_prompts()
-    images = embed_images(model, pixels)
-    scale = model.logit_scale.exp()
-    scores = [torch.logsumexp(scale * images @ embed_texts(model, tokenizer, prompts[d], max_length).T, dim=1)
-              for d in DOMAINS]
-    return torch.stack(scores, 1).argmax(1).numpy()
+    CLIP's softmax over all prompts (`llavamed_lite.zero_shot`, curation's image classifier too)."""
+    return np.array(ZeroShotClassifier(model, tokenizer, domain_prompts(), max_length).predict(pixels))
 
 
 def counterfactual(findings: dict, rng) -> dict:
