@@ -30,7 +30,7 @@ def worker(n: int, work: Path) -> dict:
     import datasets  # noqa: F401  (imported before the clocks start: a one-off second, not throughput)
 
     from llavamed_lite.data.download import download_all, read_manifest
-    from llavamed_lite.data.faulty_server import FaultyServer
+    from llavamed_lite.teaching_servers import FaultyServer
     from llavamed_lite.data.jats import parse_article
     from llavamed_lite.data.pipeline import Curator, find_sources
     from llavamed_lite.synth.articles import write_pmc_packages

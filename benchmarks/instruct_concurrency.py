@@ -56,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.pop("OPENAI_API_KEY", None)  # a local server: the client sends a placeholder, never a real key
 
-    from llavamed_lite.instruct.local_server import LocalChatServer
+    from llavamed_lite.teaching_servers import LocalChatServer
     from llavamed_lite.io import atomic_write_json
 
     records = captions(args.n)

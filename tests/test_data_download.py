@@ -8,7 +8,7 @@ import pytest
 
 from llavamed_lite.data.download import (Package, download_all, read_manifest, write_image_manifest,
                                          write_oa_file_list)
-from llavamed_lite.data.faulty_server import FaultyServer
+from llavamed_lite.teaching_servers import FaultyServer
 from llavamed_lite.paths import data_sample
 
 REAL = data_sample("real_pmc", "packages", "PMC12419688.tar.gz")

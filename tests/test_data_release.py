@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fake_release import PAIRS, write_fake_release
-from llavamed_lite.data.faulty_server import FaultyServer
+from llavamed_lite.teaching_servers import FaultyServer
 from llavamed_lite.data.formats import RecordError
 from llavamed_lite.data.release import (domain_of, fetch_release_file, pair_of, prepare_release_records, qa50_questions,
                                         read_release_records, release_key, round_robin)

@@ -6,7 +6,7 @@ import pytest
 
 from llavamed_lite.data.domains import score
 from llavamed_lite.data.download import download_all, read_manifest
-from llavamed_lite.data.faulty_server import FaultyServer
+from llavamed_lite.teaching_servers import FaultyServer
 from llavamed_lite.data.jats import parse_article
 from llavamed_lite.data.pipeline import Curator, find_sources
 from llavamed_lite.io import read_json

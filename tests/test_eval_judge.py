@@ -10,7 +10,7 @@ from llavamed_lite.eval.judge import (
     preview_prompt, relative_scores,
 )
 from llavamed_lite.instruct.engine import RetryPolicy
-from llavamed_lite.instruct.local_server import LocalChatServer, Reply
+from llavamed_lite.teaching_servers import LocalChatServer, Reply
 from llavamed_lite.instruct.synthesize import make_backend
 from llavamed_lite.synth.world import build_tiny_world
 

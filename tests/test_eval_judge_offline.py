@@ -11,7 +11,7 @@ from llavamed_lite.eval.judge import (
 from llavamed_lite.eval.judge_stand_in import StandInJudge, findings, stand_in_reply, yes_no
 from llavamed_lite.instruct.client import Request, RequestFailed
 from llavamed_lite.instruct.engine import RetryPolicy
-from llavamed_lite.instruct.local_server import LocalChatServer, Reply
+from llavamed_lite.teaching_servers import LocalChatServer, Reply
 from llavamed_lite.synth.world import build_tiny_world
 
 NO_RETRY = RetryPolicy(max_retries=0)

@@ -154,7 +154,7 @@ def test_cli_limit_takes_domains_in_turn_and_sends_mentions_by_default(tmp_path,
 
     from llavamed_lite.cli import main
     from llavamed_lite.config import load_config
-    from llavamed_lite.instruct.local_server import LocalChatServer
+    from llavamed_lite.teaching_servers import LocalChatServer
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test")
     assert load_config("lora").data.with_mentions and load_config("full").data.with_mentions

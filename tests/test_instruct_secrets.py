@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from llavamed_lite.data.formats import DOMAINS
-from llavamed_lite.instruct.local_server import LocalChatServer, Reply
+from llavamed_lite.teaching_servers import LocalChatServer, Reply
 from llavamed_lite.paths import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "03_instruction_synthesis.ipynb"

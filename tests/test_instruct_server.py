@@ -18,7 +18,7 @@ from llavamed_lite.data.formats import DOMAINS, read_training_records
 from llavamed_lite.instruct.cache import ResponseCache
 from llavamed_lite.instruct.client import OpenAIBackend
 from llavamed_lite.instruct.engine import RetryPolicy, run_requests
-from llavamed_lite.instruct.local_server import DEFAULT_ANSWER, LocalChatServer, Reply
+from llavamed_lite.teaching_servers import DEFAULT_ANSWER, LocalChatServer, Reply
 from llavamed_lite.instruct.prompts import build_messages
 from llavamed_lite.instruct.synthesize import build_requests, synthesize
 from llavamed_lite.io import iter_jsonl

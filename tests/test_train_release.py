@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText
 
 from fake_release import write_fake_release
 from llavamed_lite.cli import main
-from llavamed_lite.data.faulty_server import FaultyServer
+from llavamed_lite.teaching_servers import FaultyServer
 from llavamed_lite.model.mini import make_mini
 
 

@@ -1,7 +1,6 @@
 """PMC curation and LLaVA-Med's record formats.
 
     download.py       manifests (oa_file_list.csv, LLaVA-Med image manifest) and a resumable, concurrent downloader
-    faulty_server.py  a local HTTP server with injected faults (404, 500, slow, truncated) for tests and demos
     extract.py        safe extraction of PMC packages; finding the article XML and a figure's image file
     jats.py           parse_article: ids, licence, figures, captions and the body sentences citing each figure
     domains.py        the five domains: caption vocabulary, zero-shot CLIP, precision/recall
