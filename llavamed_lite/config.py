@@ -70,6 +70,9 @@ class TrainConfig:
     skip_bad: bool = False  # skip (and report) bad training records instead of stopping with the list of them
     num_workers: int = 0  # dataloader worker processes (collating and image decoding off the training process)
     image_cache: bool = False  # shrink images once to the model's input size, into <stage folder>/image_cache
+    # VQA: an image's single-question records become one multi-turn conversation (data.formats.join_by_image), so
+    # the image and the prompt's frame are encoded once for all its questions; every answer still trains.
+    join_questions: bool = False
 
 
 @dataclass

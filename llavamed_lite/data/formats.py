@@ -7,6 +7,7 @@
 - answer files (JSONL): {question_id, prompt, text, answer_id, model_id, metadata}
 """
 
+import random
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -134,6 +135,37 @@ def validate_training_record(record: Any, where: str = "<record>", needs_image: 
     if "answer_type" in record and str(record["answer_type"]).strip().upper() not in ANSWER_TYPES:
         raise RecordError(f"{where}: unknown answer_type {record['answer_type']!r} (expected OPEN or CLOSED)")
     return record
+
+
+def join_by_image(records: list[dict], seed: int = 0) -> list[dict]:
+    """One multi-turn conversation per image from single-question records (LLaVA-1.5's way with VQAv2): the image
+    and the prompt's frame are encoded once for all of an image's questions, and every answer is still trained.
+    Questions come in a seeded random order, so no answer always follows the same earlier one. Records that are not
+    one well-formed question about an image pass through unchanged, for the dataset's checks to report."""
+    rng = random.Random(seed)
+    groups: dict[str, list[dict]] = {}
+    joined: list[dict] = []
+    for record in records:
+        try:
+            validate_training_record(record)
+            single = len(record["conversations"]) == 2 and isinstance(record["image"], str)
+        except RecordError:
+            single = False
+        if single:
+            groups.setdefault(record["image"], []).append(record)
+        else:
+            joined.append(record)
+    for image, group in groups.items():
+        rng.shuffle(group)
+        turns = []
+        for k, record in enumerate(group):
+            question, answer = record["conversations"]
+            text = question["value"].replace(IMAGE_TOKEN, "").strip()
+            turns += [{"from": "human", "value": f"{IMAGE_TOKEN}\n{text}" if k == 0 else text}, answer]
+        ids = [str(record["id"]) for record in group]
+        joined.append({"id": ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}", "image": image,
+                       "conversations": turns})
+    return joined
 
 
 def read_training_records(path: str | Path, skip_bad: bool = False) -> tuple[list[dict], list[str]]:

@@ -25,7 +25,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, TrainConfig
-from ..data.formats import load_records
+from ..data.formats import join_by_image, load_records
 from ..io import atomic_write_json
 from ..model.compose import compose_from_config, load_llava, load_projector, quiet_transformers
 from ..model.freeze import fp32_master_weights, freeze_for_stage, parameter_table
@@ -205,8 +205,11 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     table = parameter_table(model)
 
     with state.main_process_first():  # the main process checks every image (and shrinks it) once; the others reuse it
+        rows = load_records(records)
+        if tc.join_questions:
+            rows = join_by_image(rows, cfg.seed)
         dataset = ConversationDataset(
-            load_records(records), processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
+            rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
             skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
             image_size=image_input_size(processor))
     trainer = LlavaTrainer(

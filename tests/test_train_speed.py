@@ -1,0 +1,92 @@
+"""The tiny preset's speed levers keep what training computes: joined questions train the same first answer,
+and bf16 autocast stays within its rounding of the float32 loss."""
+
+import json
+
+import pytest
+import torch
+
+from llavamed_lite.data.formats import IMAGE_TOKEN, join_by_image
+from llavamed_lite.train.collator import ConversationDataset, LlavaCollator
+from llavamed_lite.train.templates import IGNORE_INDEX, image_seq_length, tokenize_record
+
+
+def question(i: int, image: str, text: str, answer: str) -> dict:
+    return {"id": f"q{i}", "image": image, "answer_type": "CLOSED",
+            "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{text}"}, {"from": "gpt", "value": answer}]}
+
+
+QUESTIONS = [question(0, "images/0.png", "Is there a nodule?", "yes"),
+             question(1, "images/1.png", "What organ is shown?", "the lung"),
+             question(2, "images/0.png", "What modality is this?", "chest x-ray"),
+             question(3, "images/0.png", "Is the heart enlarged?", "no")]
+
+
+def pairs(records: list[dict]) -> list[tuple[str, str]]:
+    out = []
+    for record in records:
+        turns = record["conversations"]
+        out += [(turns[k]["value"].replace(f"{IMAGE_TOKEN}\n", ""), turns[k + 1]["value"])
+                for k in range(0, len(turns), 2)]
+    return sorted(out)
+
+
+def test_join_by_image_keeps_every_question_once_with_one_image_token():
+    joined = join_by_image(QUESTIONS, seed=0)
+    assert len(joined) == 2 and pairs(joined) == pairs(QUESTIONS)
+    by_image = {r["image"]: r for r in joined}
+    assert len(by_image["images/0.png"]["conversations"]) == 6
+    for record in joined:
+        text = [t["value"] for t in record["conversations"]]
+        assert sum(t.count(IMAGE_TOKEN) for t in text) == 1 and text[0].startswith(IMAGE_TOKEN)
+    assert join_by_image(QUESTIONS, seed=0) == joined  # seeded
+    orders = {tuple(t["value"] for t in join_by_image(QUESTIONS, seed=s)[0]["conversations"]) for s in range(8)}
+    assert len(orders) > 1  # the order of an image's questions is shuffled, not fixed
+
+
+def test_join_by_image_passes_bad_and_multi_turn_records_through():
+    bad = {"id": "bad", "image": "images/0.png"}  # no conversation: the dataset's checks name it
+    chat = {**question(9, "images/0.png", "Describe it.", "A chest film."), "id": "chat"}
+    chat["conversations"] = chat["conversations"] * 2
+    chat["conversations"][2]["value"] = "And the heart?"
+    joined = join_by_image([bad, chat, *QUESTIONS], seed=0)
+    assert bad in joined and chat in joined and len(joined) == 4
+
+
+def test_a_joined_record_trains_its_first_answer_exactly_as_the_single_record(tiny_llava):
+    """Causal attention: the first answer of a joined conversation sees exactly the single record's tokens, so its
+    loss is the same; later answers also see the earlier turns (what joining adds)."""
+    model, processor = tiny_llava
+    n_image = image_seq_length(processor)
+    joined = join_by_image(QUESTIONS, seed=0)
+    record = next(r for r in joined if r["image"] == "images/0.png")
+    first_text = record["conversations"][0]["value"].replace(f"{IMAGE_TOKEN}\n", "")
+    single = next(q for q in QUESTIONS if q["conversations"][0]["value"].endswith(first_text))
+    a = tokenize_record(single, processor.tokenizer, "mistral_instruct", n_image, 256)
+    b = tokenize_record(record, processor.tokenizer, "mistral_instruct", n_image, 256)
+    n = len(a["input_ids"])
+    assert b["input_ids"][:n] == a["input_ids"] and b["labels"][:n] == a["labels"]
+    assert sum(label != IGNORE_INDEX for label in b["labels"]) > sum(label != IGNORE_INDEX for label in a["labels"])
+    pixels = torch.rand(1, 3, 64, 64)
+    pixels = processor.image_processor(pixels, return_tensors="pt", do_rescale=False)["pixel_values"]
+    with torch.no_grad():
+        logits_a = model(input_ids=torch.tensor([a["input_ids"]]), pixel_values=pixels).logits[0]
+        logits_b = model(input_ids=torch.tensor([b["input_ids"]]), pixel_values=pixels).logits[0, :n]
+    torch.testing.assert_close(logits_b, logits_a, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("template", ["plain", "mistral_instruct"])
+def test_bf16_autocast_loss_is_within_bfloat16_rounding_of_float32(tiny_llava, tiny_train_data, template):
+    """bfloat16 keeps 8 bits of mantissa: each product is rounded by up to 2^-9 relative, and over the tiny model's
+    sums and layers the loss moves by about a percent; 3% bounds it with room, while a wrong autocast (say, the loss
+    or softmax in bf16, or weights left in bf16) moves it by far more on these random weights."""
+    model, processor = tiny_llava
+    folder, captions, chats = tiny_train_data
+    records = json.loads((captions if template == "plain" else chats).read_text())
+    dataset = ConversationDataset(records, processor, template, 256, folder)
+    batch = LlavaCollator(processor)([dataset[i] for i in range(4)])
+    with torch.no_grad():
+        fp32 = model(**batch).loss.item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(**batch).loss.item()
+    assert abs(bf16 - fp32) / fp32 < 0.03, (fp32, bf16)
