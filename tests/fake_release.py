@@ -26,6 +26,14 @@ def _image(color: tuple[int, int, int], fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def write_image_manifest(path: str | Path, rows: list[dict]) -> Path:
+    """LLaVA-Med's image manifest: one {pmc_tar_url, image_file_path, pair_id} per line."""
+    path = Path(path)
+    fields = ("pmc_tar_url", "image_file_path", "pair_id")
+    path.write_text("".join(json.dumps({k: r[k] for k in fields}, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
 def write_fake_release(root: str | Path, base_url: str, flat: bool = False) -> Path:
     """Write the release under root (in its layout, or every file side by side with flat=True); the manifest's
     package URLs start with base_url (where root/packages/ is served)."""

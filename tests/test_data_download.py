@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from llavamed_lite.data.download import (Package, download_all, read_manifest, write_image_manifest,
-                                         write_oa_file_list)
-from llavamed_lite.teaching_servers import FaultyServer
+from fake_release import write_image_manifest
+from llavamed_lite.data.download import Package, download_all, read_manifest, write_oa_file_list
 from llavamed_lite.paths import data_sample
+from llavamed_lite.teaching_servers import FaultyServer
 
 REAL = data_sample("real_pmc", "packages", "PMC12419688.tar.gz")
 FAST = dict(timeout=2.0, retries=2, backoff=0.01, progress=False)
@@ -90,8 +90,8 @@ def test_checksum_and_size_checks(mirror, tmp_path):
 
 
 def test_read_manifests(tmp_path):
-    pkgs = [Package(url="oa_package/aa/bb/PMC1.tar.gz", name="PMC1.tar.gz", pmcid="PMC1", pmid="11", license="CC BY")]
-    csv_path = write_oa_file_list(tmp_path / "oa_file_list.csv", pkgs)
+    row = ["oa_package/aa/bb/PMC1.tar.gz", "J. 2020", "PMC1", "2021-01-15 10:00:00", "11", "CC BY"]
+    csv_path = write_oa_file_list(tmp_path / "oa_file_list.csv", [row])
     (p,) = read_manifest(csv_path, base_url="https://mirror.example/pmc/")
     assert (p.url, p.name, p.pmcid, p.pmid, p.license) == (
         "https://mirror.example/pmc/oa_package/aa/bb/PMC1.tar.gz", "PMC1.tar.gz", "PMC1", "11", "CC BY")

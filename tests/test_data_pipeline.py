@@ -192,7 +192,7 @@ def test_cli_curate(packages, tmp_path, capsys):
 def test_cli_downloads_a_llava_med_image_manifest(tmp_path, capsys):
     """LLaVA-Med's image manifest: packages fetched from a (local) mirror, the listed figures saved as
     {pair_id}.jpg, a missing package and a missing member reported by reason, then the packages curated."""
-    from llavamed_lite.data.download import write_image_manifest
+    from fake_release import write_image_manifest
     from llavamed_lite.teaching_servers import FaultyServer
 
     mirror = tmp_path / "mirror"

@@ -9,8 +9,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from PIL import Image
 
+from llavamed_lite.data.download import OA_FILE_LIST_HEADER
 from llavamed_lite.paths import DATA_SAMPLES
-from llavamed_lite.synth.articles import MANIFEST_HEADER, write_pmc_packages
+from llavamed_lite.synth.articles import write_pmc_packages
 
 XLINK = "{http://www.w3.org/1999/xlink}href"
 
@@ -77,7 +78,7 @@ def test_truth_citations_are_body_sentences(packages):
 
 def test_manifest_lists_every_package(packages):
     rows = list(csv.reader(packages["manifest"].read_text().splitlines()))
-    assert rows[0] == MANIFEST_HEADER
+    assert rows[0] == OA_FILE_LIST_HEADER
     root = packages["root"]
     assert sorted(root / r[0] for r in rows[1:]) == sorted(packages["packages"])
     for r in rows[1:]:

@@ -12,7 +12,6 @@ from transformers import AutoModelForImageTextToText
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.config import load_config
 from llavamed_lite.data.formats import RecordError
-from llavamed_lite.model.lora import lora_modules
 from llavamed_lite.train.collator import ConversationDataset, LlavaCollator
 from llavamed_lite.train.stages import LlavaTrainer, train_stage, training_arguments
 
@@ -144,7 +143,7 @@ def test_qlora_4bit_on_cpu_wraps_the_language_model_only(stage1_run, tiny_towers
     assert quantized and all("language_model" in n for n in quantized)
     freeze_for_stage(model, "1")
     peft_model = add_lora(model, 4, 8, 0.0)
-    wrapped = lora_modules(peft_model)
+    wrapped = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and len(m.lora_A)]
     assert wrapped and all("language_model" in n for n in wrapped)
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert all("lora_" in n or "multi_modal_projector" in n for n in trainable)

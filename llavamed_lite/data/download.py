@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from ..io import append_jsonl, atomic_write_text, iter_jsonl
 
 PMC_OA_BASE = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"  # base of the File column of oa_file_list.csv
+OA_FILE_LIST_HEADER = ["File", "Article Citation", "Accession ID", "Last Updated (YYYY-MM-DD HH:MM:SS)", "PMID",
+                       "License"]
 LEDGER = "download_ledger.jsonl"
 CHUNK = 1 << 16
 USER_AGENT = "llavamed-lite/0.1 (research data curation)"
@@ -265,17 +267,9 @@ def download_all(packages: list[Package], folder: str | Path, workers: int = 4, 
     return DownloadReport([results[i] for i in range(len(packages))])
 
 
-def write_oa_file_list(path: str | Path, packages: list[Package]) -> Path:
-    """A manifest in oa_file_list.csv's layout (for tests, notebooks and local mirrors)."""
+def write_oa_file_list(path: str | Path, rows: list[list[str]]) -> Path:
+    """A manifest in oa_file_list.csv's layout, one row (in OA_FILE_LIST_HEADER's columns) per package: what the
+    tiny world's PMC mirror serves (synth/articles.py)."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["File", "Article Citation", "Accession ID", "Last Updated (YYYY-MM-DD HH:MM:SS)", "PMID", "License"])
-    for p in packages:
-        w.writerow([p.url, "", p.pmcid or "", "", p.pmid or "", p.license or ""])
+    csv.writer(buf, lineterminator="\n").writerows([OA_FILE_LIST_HEADER, *rows])
     return atomic_write_text(path, buf.getvalue())
-
-
-def write_image_manifest(path: str | Path, rows: list[dict]) -> Path:
-    """LLaVA-Med's image manifest: one {pmc_tar_url, image_file_path, pair_id} per line."""
-    return atomic_write_text(path, "".join(json.dumps({k: r[k] for k in ("pmc_tar_url", "image_file_path", "pair_id")},
-                                                      ensure_ascii=False) + "\n" for r in rows))

@@ -37,11 +37,6 @@ def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float, gradien
     return peft_model
 
 
-def lora_modules(model: torch.nn.Module) -> list[str]:
-    """Names of the modules that carry LoRA adapters."""
-    return [n for n, m in model.named_modules() if hasattr(m, "lora_A") and len(getattr(m, "lora_A", {}))]
-
-
 def merge_adapter(base: torch.nn.Module, adapter_dir: str | Path) -> torch.nn.Module:
     """A plain (un-quantised) model with the adapter and the trained projector folded in: what plain transformers
     loads without peft."""

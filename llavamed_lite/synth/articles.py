@@ -16,7 +16,6 @@ paragraph that first cites them, or in a <floats-group> at the end. Some figures
 Deterministic: the same arguments give the same bytes (tar and gzip headers carry fixed times).
 """
 
-import csv
 import gzip
 import hashlib
 import io
@@ -27,6 +26,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..data.download import write_oa_file_list
 from ..data.formats import DOMAINS
 from ..io import atomic_write_json, atomic_write_text, read_json
 from .draw import check_size, render
@@ -35,7 +35,6 @@ from .text import caption, findings_phrase, modality_phrase
 from .world import check_count
 
 ARTICLES_VERSION = 2
-MANIFEST_HEADER = ["File", "Article Citation", "Accession ID", "Last Updated (YYYY-MM-DD HH:MM:SS)", "PMID", "License"]
 LICENSES = [  # (manifest code, URL, licence paragraph)
     ("CC BY", "https://creativecommons.org/licenses/by/4.0/",
      "This is an open access article distributed under the terms of the Creative Commons Attribution License, "
@@ -277,9 +276,6 @@ def write_pmc_packages(out_dir: str | Path, n_articles: int, seed: int = 0, imag
         articles.append(truth)
         rows.append(row)
         packages.append(path)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerows([MANIFEST_HEADER, *rows])
-    atomic_write_text(paths["manifest"], buf.getvalue())
+    write_oa_file_list(paths["manifest"], rows)
     atomic_write_json(paths["truth"], {"args": args, "articles": articles})
     return {**paths, "packages": packages}

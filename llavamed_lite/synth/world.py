@@ -15,7 +15,6 @@ Figures cycle through the five domains, so any prefix is balanced. Three figures
 (same pmid, figure numbers 1-3).
 """
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +117,3 @@ def _same_args(manifest: Path, args: dict) -> bool:
         return read_json(manifest) == args
     except ValueError:
         return False
-
-
-def image_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (used to check that splits share no image)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
