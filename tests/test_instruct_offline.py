@@ -1,5 +1,6 @@
 """The offline backend: conversations from the tiny world's findings, through the same post-processing."""
 
+import hashlib
 import json
 from collections import Counter
 
@@ -138,3 +139,21 @@ def test_synthesize_works_inside_a_running_event_loop(captions):
         return synthesize(captions[:3], make_backend("offline"), progress=False)
 
     assert len(asyncio.run(notebook_cell()).records) == 3
+
+
+def test_every_question_is_answered_from_the_table_as_before_the_table():
+    """Each question records which finding it is `about`, and `fact` looks the answer up (no searching the question
+    text). The digest is of the question and answer texts that the text-searching version wrote for 2,931
+    questions about 400 random figures: the table changed nothing."""
+    from llavamed_lite.instruct.offline import ANY_DOMAIN, FACTS
+    from llavamed_lite.synth.findings import sample_findings
+
+    rng = np.random.default_rng(0)
+    digest, n = hashlib.sha256(), 0
+    for k in range(400):
+        f = sample_findings(DOMAINS[k % len(DOMAINS)], rng)
+        for q in questions_for(f, rng):
+            assert q["about"] in ANY_DOMAIN or q["about"] in FACTS[f["domain"]], q
+            digest.update((q["question"] + "|" + answer_sentence(f, q) + "\n").encode())
+            n += 1
+    assert (digest.hexdigest()[:16], n) == ("b6b1e5a390b5b0ed", 2931)

@@ -31,59 +31,69 @@ def _count(n: int, noun: str) -> str:
     return f"there is one {noun}" if n == 1 else f"there are {n} {noun}s" if n else f"there are no {noun}s"
 
 
+def _nodule(f: dict) -> str:
+    return f"a {f['size']} nodule in the {f['side']} {f['zone']} zone"
+
+
+def _chest_abnormality(f: dict) -> str:
+    parts = [p for p in (_nodule(f) if f["nodule"] else None, "cardiomegaly" if f["cardiomegaly"] else None) if p]
+    return "there is " + " and ".join(parts) if parts else "there is no abnormality"
+
+
+def _lesions(f: dict) -> str:
+    return "the lesion is" if f["lesion_count"] == 1 else "the lesions are"
+
+
+# The true statement for each domain and what a question is `about` (synth.questions): lower case, no full stop.
+FACTS = {
+    "chest_xray": {
+        "nodule": lambda f: f"there is {_nodule(f)}" if f["nodule"] else "there is no nodule in the lungs",
+        "cardiomegaly": lambda f: "the heart is enlarged" if f["cardiomegaly"] else "the heart is normal in size",
+        "abnormality": _chest_abnormality,
+        "side": lambda f: f"the nodule is in the {f['side']} lung",
+        "zone": lambda f: f"the nodule is in the {f['zone']} zone",
+        "size": lambda f: f"the nodule is {f['size']}",
+    },
+    "ct_scan": {
+        "lesions": lambda f: (f"{_count(f['lesion_count'], f['size'] + ' lesion')} in the {f['organ']}"
+                              if f["lesion_count"] else "there is no focal lesion"),
+        "count": lambda f: _count(f["lesion_count"], "lesion"),
+        "contrast": lambda f: ("the scan is contrast-enhanced" if f["contrast"]
+                               else "the scan was done without contrast"),
+        "organ": lambda f: f"{_lesions(f)} in the {f['organ']}",
+        "size": lambda f: f"{_lesions(f)} {f['size']}",
+    },
+    "mri": {
+        "sequence": lambda f: f"this is a {f['sequence']}-weighted image",
+        "mass": lambda f: (f"there is a {f['size']} mass in the {f['side']} hemisphere" if f["mass"]
+                           else "there is no mass in the brain"),
+        "oedema": lambda f: "there is oedema around the mass" if f["oedema"] else "there is no oedema around the mass",
+        "side": lambda f: f"the mass is in the {f['side']} hemisphere",
+        "size": lambda f: f"the mass is {f['size']}",
+    },
+    "histology": {
+        "stain": lambda f: "the section is stained with H&E",
+        "density": lambda f: f"the nuclei are {f['density']}",
+        "glands": lambda f: "glands are present" if f["glands"] else "there are no glands",
+        "necrosis": lambda f: "there is an area of necrosis" if f["necrosis"] else "there is no necrosis",
+        "atypia": lambda f: "the nuclei are atypical" if f["atypia"] else "the nuclei show no atypia",
+    },
+    "gross": {
+        "organ": lambda f: f"the specimen is a {f['organ']}",
+        "colour": lambda f: f"the lesion is {f['colour']}",
+        "size": lambda f: f"the lesion is {f['size']}",
+        "lesion": lambda f: (f"there is a {f['size']} {f['colour']} lesion on the cut surface" if f["lesion"]
+                             else "there is no lesion on the cut surface"),
+    },
+}
+ANY_DOMAIN = {"modality": lambda f: f"this is {MODALITY_LONG[f['domain']]}",
+              "region": lambda f: f"the image shows the {REGION[f['domain']]}"}
+
+
 def fact(f: dict, question: dict) -> str:
     """The true statement that answers `question` about findings `f`, in lower case, without a full stop."""
-    d, qtype, q = f["domain"], question["question_type"], question["question"].lower()
-    if qtype == "modality":
-        return f"this is {MODALITY_LONG[d]}"
-    if qtype == "organ" and ("body" in q or "region" in q):
-        return f"the image shows the {REGION[d]}"
-    if d == "chest_xray":
-        nodule = f"a {f['size']} nodule in the {f['side']} {f['zone']} zone" if f["nodule"] else None
-        if "heart" in q or "cardi" in q:
-            return "the heart is enlarged" if f["cardiomegaly"] else "the heart is normal in size"
-        if "abnormal" in q:
-            parts = [p for p in (nodule, "cardiomegaly" if f["cardiomegaly"] else None) if p]
-            return "there is " + " and ".join(parts) if parts else "there is no abnormality"
-        return {"side": f"the nodule is in the {f['side']} lung", "zone": f"the nodule is in the {f['zone']} zone",
-                "size": f"the nodule is {f['size']}"}.get(qtype, f"there is {nodule}" if nodule else "there is no nodule in the lungs")
-    if d == "ct_scan":
-        n = f["lesion_count"]
-        lesions = "the lesion is" if n == 1 else "the lesions are"
-        if qtype == "contrast":
-            return "the scan is contrast-enhanced" if f["contrast"] else "the scan was done without contrast"
-        if qtype == "count":
-            return _count(n, "lesion")
-        if qtype == "organ":
-            return f"{lesions} in the {f['organ']}"
-        if qtype == "size":
-            return f"{lesions} {f['size']}"
-        return f"{_count(n, f['size'] + ' lesion')} in the {f['organ']}" if n else "there is no focal lesion"
-    if d == "mri":
-        if qtype == "sequence":
-            return f"this is a {f['sequence']}-weighted image"
-        if "oedema" in q:
-            return "there is oedema around the mass" if f["oedema"] else "there is no oedema around the mass"
-        return {"side": f"the mass is in the {f['side']} hemisphere", "size": f"the mass is {f['size']}"}.get(
-            qtype, f"there is a {f['size']} mass in the {f['side']} hemisphere" if f["mass"] else "there is no mass in the brain")
-    if d == "histology":
-        if qtype == "stain":
-            return "the section is stained with H&E"
-        if qtype == "density":
-            return f"the nuclei are {f['density']}"
-        if "gland" in q:
-            return "glands are present" if f["glands"] else "there are no glands"
-        if "necro" in q:
-            return "there is an area of necrosis" if f["necrosis"] else "there is no necrosis"
-        return "the nuclei are atypical" if f["atypia"] else "the nuclei show no atypia"
-    # gross
-    if qtype == "organ":
-        return f"the specimen is a {f['organ']}"
-    if qtype == "colour":
-        return f"the lesion is {f['colour']}"
-    if qtype == "size":
-        return f"the lesion is {f['size']}"
-    return f"there is a {f['size']} {f['colour']} lesion on the cut surface" if f["lesion"] else "there is no lesion on the cut surface"
+    about = question["about"]
+    return (ANY_DOMAIN.get(about) or FACTS[f["domain"]][about])(f)
 
 
 def answer_sentence(f: dict, question: dict) -> str:

@@ -4,7 +4,10 @@
 CLOSED questions answered "yes"/"no" (about half of them "no": side and size questions sometimes name the
 wrong side or size on purpose) and OPEN questions answered by a short phrase. Each is a dict
 {question, answer, answer_type: "CLOSED" | "OPEN", question_type: modality | organ | finding | side | zone |
-size | count | colour | sequence | stain | ...}. Phrasings vary with `rng`.
+size | count | colour | sequence | stain | ..., about}. `question_type` is the VQA category (all findings are
+"finding"); `about` names what exactly is asked (e.g. nodule, cardiomegaly, oedema, glands; region for the
+body-region question; otherwise the question_type), so an answer can be looked up (instruct/offline.py).
+Phrasings vary with `rng`.
 
 `describe(findings)` is one deterministic sentence of what the image shows, for text-only instruction writers.
 """
@@ -35,13 +38,13 @@ class _Asker:
     def pick(self, options):
         return options[int(self.rng.integers(len(options)))]
 
-    def open(self, qtype: str, phrasings: list[str], answer: str) -> None:
+    def open(self, qtype: str, phrasings: list[str], answer: str, about: str | None = None) -> None:
         self.items.append({"question": self.pick(phrasings), "answer": answer, "answer_type": "OPEN",
-                           "question_type": qtype})
+                           "question_type": qtype, "about": about or qtype})
 
-    def closed(self, qtype: str, phrasings: list[str], answer: bool) -> None:
+    def closed(self, qtype: str, phrasings: list[str], answer: bool, about: str | None = None) -> None:
         self.items.append({"question": self.pick(phrasings), "answer": _yes(answer), "answer_type": "CLOSED",
-                           "question_type": qtype})
+                           "question_type": qtype, "about": about or qtype})
 
     def other(self, value: str, values: tuple) -> str:
         """`value` half of the time, another of `values` otherwise (so closed answers are balanced)."""
@@ -59,17 +62,19 @@ def questions_for(findings: dict, rng: Any) -> list[dict]:
     ask.closed("modality", [f"Is this {MODALITY_LONG[shown]}?", f"Is this image {MODALITY_LONG[shown]}?"],
                shown == domain)
     if domain in REGION:
-        ask.open("organ", ["Which part of the body is imaged?", "What body region is shown?"], REGION[domain])
+        ask.open("organ", ["Which part of the body is imaged?", "What body region is shown?"], REGION[domain],
+                 "region")
     _DOMAIN_QUESTIONS[domain](f, ask)
     return ask.items
 
 
 def _chest(f: dict, ask: _Asker) -> None:
     ask.closed("finding", ["Is there a nodule in the lungs?", "Is a pulmonary nodule present?",
-                           "Does the radiograph show a lung nodule?"], f["nodule"])
+                           "Does the radiograph show a lung nodule?"], f["nodule"], "nodule")
     ask.closed("finding", ["Is the heart enlarged?", "Is there cardiomegaly?", "Is the cardiac silhouette enlarged?"],
-               f["cardiomegaly"])
-    ask.open("finding", ["What is the main abnormality?", "What abnormality is seen?"], _chest_abnormality(f))
+               f["cardiomegaly"], "cardiomegaly")
+    ask.open("finding", ["What is the main abnormality?", "What abnormality is seen?"], _chest_abnormality(f),
+             "abnormality")
     if f["nodule"]:
         ask.open("side", ["Which lung contains the nodule?", "On which side is the nodule?"], f["side"])
         side = ask.other(f["side"], ("left", "right"))
@@ -89,7 +94,8 @@ def _chest_abnormality(f: dict) -> str:
 
 def _ct(f: dict, ask: _Asker) -> None:
     n = f["lesion_count"]
-    ask.closed("finding", ["Are there focal lesions?", "Is any lesion visible?", "Does the scan show a lesion?"], n > 0)
+    ask.closed("finding", ["Are there focal lesions?", "Is any lesion visible?", "Does the scan show a lesion?"], n > 0,
+               "lesions")
     ask.open("count", ["How many lesions are there?", "How many hypodense lesions are seen?"], str(n))
     ask.closed("contrast", ["Was intravenous contrast given?", "Is this a contrast-enhanced scan?"], f["contrast"])
     if n:
@@ -103,7 +109,7 @@ def _ct(f: dict, ask: _Asker) -> None:
 def _mri(f: dict, ask: _Asker) -> None:
     ask.open("sequence", ["Which MRI sequence is this?", "Is this T1- or T2-weighted?"], f["sequence"])
     ask.closed("finding", ["Is there a mass in the brain?", "Is a mass lesion present?", "Does the brain contain a mass?"],
-               f["mass"])
+               f["mass"], "mass")
     if f["mass"]:
         ask.open("side", ["Which hemisphere contains the mass?", "On which side is the mass?"], f["side"])
         side = ask.other(f["side"], ("left", "right"))
@@ -111,7 +117,8 @@ def _mri(f: dict, ask: _Asker) -> None:
                    side == f["side"])
         size = ask.other(f["size"], ("small", "large"))
         ask.closed("size", [f"Is the mass {size}?", f"Is it a {size} mass?"], size == f["size"])
-        ask.closed("finding", ["Is there oedema around the mass?", "Is there perilesional oedema?"], f["oedema"])
+        ask.closed("finding", ["Is there oedema around the mass?", "Is there perilesional oedema?"], f["oedema"],
+                   "oedema")
 
 
 def _histology(f: dict, ask: _Asker) -> None:
@@ -119,16 +126,17 @@ def _histology(f: dict, ask: _Asker) -> None:
     ask.open("density", ["How dense are the nuclei?", "Is the tissue sparsely or densely cellular?"], f["density"])
     density = ask.other(f["density"], ("sparse", "dense"))
     ask.closed("density", [f"Are the nuclei {density}?", f"Is the cellularity {density}?"], density == f["density"])
-    ask.closed("finding", ["Are glands present?", "Does the tissue contain glands?"], f["glands"])
-    ask.closed("finding", ["Is there necrosis?", "Is a necrotic area present?"], f["necrosis"])
-    ask.closed("finding", ["Do the nuclei show atypia?", "Are the nuclei atypical?"], f["atypia"])
+    ask.closed("finding", ["Are glands present?", "Does the tissue contain glands?"], f["glands"], "glands")
+    ask.closed("finding", ["Is there necrosis?", "Is a necrotic area present?"], f["necrosis"], "necrosis")
+    ask.closed("finding", ["Do the nuclei show atypia?", "Are the nuclei atypical?"], f["atypia"], "atypia")
 
 
 def _gross(f: dict, ask: _Asker) -> None:
     ask.open("organ", ["What organ is this specimen?", "Which organ is shown?"], f["organ"])
     organ = ask.other(f["organ"], ("kidney", "liver"))
     ask.closed("organ", [f"Is this a {organ}?", f"Is the specimen a {organ}?"], organ == f["organ"])
-    ask.closed("finding", ["Is there a lesion on the cut surface?", "Is a discoloured lesion present?"], f["lesion"])
+    ask.closed("finding", ["Is there a lesion on the cut surface?", "Is a discoloured lesion present?"], f["lesion"],
+               "lesion")
     if f["lesion"]:
         ask.open("colour", ["What colour is the lesion?", "What is the colour of the lesion?"], f["colour"])
         ask.open("size", ["How large is the lesion?", "What size is the lesion?"], f["size"])
