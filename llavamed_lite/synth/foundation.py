@@ -119,7 +119,7 @@ def plot_curves(curves_json: str | Path, png: str | Path | None = None):
         k = max(1, len(y) // 25)
         ax.plot(y, alpha=0.3, color="C0")
         ax.plot(np.arange(k - 1, len(y)), np.convolve(y, np.ones(k) / k, mode="valid"), color="C0")
-        ax.set(title=title, xlabel="step", ylabel="loss")
+        ax.set(title=title, xlabel="step", ylabel="loss (log scale)", yscale="log")  # late progress stays visible
     fig.tight_layout()
     if png is not None:
         fig.savefig(png, dpi=100)
