@@ -44,6 +44,12 @@ def test_join_by_image_keeps_every_question_once_with_one_image_token():
     assert len(orders) > 1  # the order of an image's questions is shuffled, not fixed
 
 
+def test_join_by_image_splits_an_image_with_many_questions_evenly():
+    many = [question(i, "images/0.png", f"Question {i}?", "yes") for i in range(23)]
+    joined = join_by_image(many, seed=0, max_questions=10)
+    assert sorted(len(r["conversations"]) // 2 for r in joined) == [7, 8, 8] and pairs(joined) == pairs(many)
+
+
 def test_join_by_image_passes_bad_and_multi_turn_records_through():
     bad = {"id": "bad", "image": "images/0.png"}  # no conversation: the dataset's checks name it
     chat = {**question(9, "images/0.png", "Describe it.", "A chest film."), "id": "chat"}

@@ -137,11 +137,12 @@ def validate_training_record(record: Any, where: str = "<record>", needs_image: 
     return record
 
 
-def join_by_image(records: list[dict], seed: int = 0) -> list[dict]:
-    """One multi-turn conversation per image from single-question records (LLaVA-1.5's way with VQAv2): the image
-    and the prompt's frame are encoded once for all of an image's questions, and every answer is still trained.
-    Questions come in a seeded random order, so no answer always follows the same earlier one. Records that are not
-    one well-formed question about an image pass through unchanged, for the dataset's checks to report."""
+def join_by_image(records: list[dict], seed: int = 0, max_questions: int = 10) -> list[dict]:
+    """Multi-turn conversations about one image from single-question records (LLaVA-1.5's way with VQAv2): the
+    image and the prompt's frame are encoded once for up to `max_questions` of an image's questions (an image with
+    more gets several conversations of near-equal size), and every answer is still trained. Questions come in a
+    seeded random order, so no answer always follows the same earlier one. Records that are not one well-formed
+    question about an image pass through unchanged, for the dataset's checks to report."""
     rng = random.Random(seed)
     groups: dict[str, list[dict]] = {}
     joined: list[dict] = []
@@ -157,14 +158,16 @@ def join_by_image(records: list[dict], seed: int = 0) -> list[dict]:
             joined.append(record)
     for image, group in groups.items():
         rng.shuffle(group)
-        turns = []
-        for k, record in enumerate(group):
-            question, answer = record["conversations"]
-            text = question["value"].replace(IMAGE_TOKEN, "").strip()
-            turns += [{"from": "human", "value": f"{IMAGE_TOKEN}\n{text}" if k == 0 else text}, answer]
-        ids = [str(record["id"]) for record in group]
-        joined.append({"id": ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}", "image": image,
-                       "conversations": turns})
+        n_parts = -(-len(group) // max_questions)
+        for part in (group[k::n_parts] for k in range(n_parts)):
+            turns = []
+            for k, record in enumerate(part):
+                question, answer = record["conversations"]
+                text = question["value"].replace(IMAGE_TOKEN, "").strip()
+                turns += [{"from": "human", "value": f"{IMAGE_TOKEN}\n{text}" if k == 0 else text}, answer]
+            ids = [str(record["id"]) for record in part]
+            joined.append({"id": ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}", "image": image,
+                           "conversations": turns})
     return joined
 
 
