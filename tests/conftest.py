@@ -39,6 +39,23 @@ def tiny_llava_dir(tiny_llava, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tree_digest():
+    """digest(folder) -> (the first 16 hex digits of a sha256 over every file's path and bytes, the file count): pins
+    generated files (the tiny world, the PMC mirror) to the bytes they had."""
+    import hashlib
+
+    def digest(folder):
+        h = hashlib.sha256()
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        for p in files:
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16], len(files)
+
+    return digest
+
+
+@pytest.fixture(scope="session")
 def png_header_only():
     """make(width, height) -> bytes of a PNG that claims width x height pixels but holds almost no data: what a
     decompression bomb looks like to a reader that trusts the header (serve tests)."""

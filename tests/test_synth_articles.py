@@ -1,7 +1,6 @@
 """Synthetic PMC packages: well-formed JATS, PMC package layout, manifest, truth, determinism."""
 
 import csv
-import hashlib
 import io
 import json
 import tarfile
@@ -117,14 +116,9 @@ def test_committed_sample_is_current(tmp_path):
     assert fresh["manifest"].read_bytes() == (sample / "oa_file_list.csv").read_bytes()
 
 
-def test_eight_packages_are_byte_identical_to_the_ones_before_the_refactor(tmp_path):
+def test_eight_packages_are_byte_identical_to_the_ones_before_the_refactor(tmp_path, tree_digest):
     """The digest of the mirror (8 packages, seed 1, 64 px: oa_file_list.csv, truth.json and the .tar.gz files) as
     `_article` wrote it in one 129-line function, before it was split into named pieces. A PIL upgrade that
     re-encodes JPEGs changes it too: check the packages, then update the digest."""
     write_pmc_packages(tmp_path, 8, seed=1, image_size=64)
-    digest = hashlib.sha256()
-    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
-    for p in files:
-        digest.update(str(p.relative_to(tmp_path)).encode())
-        digest.update(p.read_bytes())
-    assert (digest.hexdigest()[:16], len(files)) == ("b72bfb9bfc1f17dd", 10)
+    assert tree_digest(tmp_path) == ("b72bfb9bfc1f17dd", 10)

@@ -157,17 +157,12 @@ def test_same_seed_same_bytes_other_seed_differs(world, tmp_path):
     assert (other["root"] / name).read_bytes() != (world["root"] / name).read_bytes()
 
 
-def test_a_small_world_is_byte_identical_to_the_one_before_the_refactor(tmp_path):
+def test_a_small_world_is_byte_identical_to_the_one_before_the_refactor(tmp_path, tree_digest):
     """The digest of every file of an 8 + 2 figure world (seed 5, 64 px), as the code before the question records
     gained `about` and the oa_file_list writer moved wrote it. A PIL or zlib upgrade that re-encodes PNGs changes it
     too: check the world by eye, then update the digest."""
     build_tiny_world(tmp_path, n_train=8, n_heldout=2, image_size=64, seed=5)
-    digest = hashlib.sha256()
-    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
-    for p in files:
-        digest.update(str(p.relative_to(tmp_path)).encode())
-        digest.update(p.read_bytes())
-    assert (digest.hexdigest()[:16], len(files)) == ("d7c34cc9cf9bb7ba", 15)
+    assert tree_digest(tmp_path) == ("d7c34cc9cf9bb7ba", 15)
 
 
 def test_build_is_idempotent_and_rebuilds_on_new_arguments(tmp_path):
