@@ -78,6 +78,12 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
         model, processor = load_llava(model_dir, device=device)
     model.eval()
     examples = example_images() if examples is None else list(examples)
+    use_image, pick_example, respond = _handlers(model, processor, examples)
+    return _layout(title, examples, use_image, pick_example, respond)
+
+
+def _handlers(model, processor, examples: list[str]):
+    """The UI's event handlers: a new image (uploaded, or an example picked), and a question to answer."""
     known = {Path(p).resolve() for p in examples}
 
     def servable(path) -> bool:
@@ -125,6 +131,11 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
             turn[1]["content"] = "(no answer: the model stopped at once)"
         yield history + turn, "", "Done. Ask a follow-up question, or pick another image."
 
+    return use_image, pick_example, respond
+
+
+def _layout(title: str, examples: list[str], use_image, pick_example, respond) -> gr.Blocks:
+    """The page: image picker and preview on the left, the conversation and its settings on the right."""
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"# {title}\n**{RESEARCH_NOTICE}**", elem_id="notice")
         image_state = gr.State(None)
