@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
 
 MAX_PIXELS = 60_000_000  # refuse decompression bombs (PIL warns above ~89M); the largest real figure is far below
@@ -33,8 +34,6 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _load_dicom(path: Path, window: tuple[float, float] | None) -> Image.Image:
-    import pydicom
-
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array.astype(np.float32)  # (H, W) raw stored values

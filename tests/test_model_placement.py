@@ -10,7 +10,7 @@ from transformers import LlavaForConditionalGeneration
 
 from llavamed_lite.cli import main as cli_main
 from llavamed_lite.config import load_config
-from llavamed_lite.data import domains
+from llavamed_lite.data import curate
 from llavamed_lite.data.curate import image_classifier_for
 from llavamed_lite.eval.generate import answer_questions
 from llavamed_lite.eval.vqa import load_vqa_rad
@@ -152,6 +152,6 @@ def test_inputs_go_to_the_embeddings_device_not_model_device(tiny_llava, tmp_pat
 def test_curation_s_image_classifier_takes_the_gpu_when_auto(fake_gpu, monkeypatch):
     """Curation used to read device "auto" as the CPU even with a GPU there."""
     devices = []
-    monkeypatch.setattr(domains, "ImageDomainClassifier", lambda model, device, **kwargs: devices.append(device))
+    monkeypatch.setattr(curate, "ImageDomainClassifier", lambda model, device, **kwargs: devices.append(device))
     image_classifier_for("a-clip-checkpoint", load_config("lora"))
     assert devices == [torch.device("cuda", 0)]

@@ -13,10 +13,19 @@ figure never replaces outputs in which an earlier run kept some (exit 1).
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from ..cli import add_config_arguments, config_from_args, count, number
+from ..io import atomic_write_json
+from ..model.placement import resolve_device
 from ..runs import RunDir
+from ..synth.towers import domain_prompts
+from .domains import OTHER_PROMPTS, ImageDomainClassifier
+from .download import download_all, read_manifest
+from .extract import ArchiveError, extract_listed_images
+from .filters import FilterConfig
+from .pipeline import Curator, CurationError, find_sources
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +54,6 @@ def image_classifier_for(spec: str, cfg):
     """The classifier a --image-classifier value names, or None. Tiny scale: the stage-0 CLIP, prompted with
     captions from the tiny world's own generator (the only language it knows); other scales: a real CLIP,
     prompted in the words of real captions, with "other" prompts (charts, diagrams, blots)."""
-    from ..model.placement import resolve_device
-    from .domains import OTHER_PROMPTS, ImageDomainClassifier
-
     if spec == "none":
         return None
     model = cfg.model.vision if spec == "auto" else spec
@@ -56,8 +62,6 @@ def image_classifier_for(spec: str, cfg):
         if not Path(model).exists():
             print(f"curate: no tiny CLIP at {model}; classifying by caption only", file=sys.stderr)
             return None
-        from ..synth.towers import domain_prompts
-
         return ImageDomainClassifier(model, prompts=domain_prompts(seed=cfg.seed), device=device)
     try:
         return ImageDomainClassifier(model, other_prompts=OTHER_PROMPTS, device=device)
@@ -70,11 +74,6 @@ def image_classifier_for(spec: str, cfg):
 def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
     """LLaVA-Med's image manifest: save the listed figures as run_dir/data/pmc/manifest_images/{pair_id}.jpg (the
     files their caption and instruction data refer to), with a report by reason."""
-    from collections import Counter
-
-    from ..io import atomic_write_json
-    from .extract import ArchiveError, extract_listed_images
-
     paths = RunDir(run_dir).curated()
     out = paths["manifest_images"]
     rows = []
@@ -92,10 +91,6 @@ def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .download import download_all, read_manifest
-    from .filters import FilterConfig
-    from .pipeline import Curator, CurationError, find_sources
-
     cfg = config_from_args(args)
     max_articles = args.max_articles if args.max_articles is not None else cfg.data.max_articles
     inputs = list(args.input)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..model.compose import load_llava
 from ..paths import DATA_SAMPLES
+from ..synth.world import figure
 from .chat import MAX_FILE_BYTES, RESEARCH_NOTICE, ChatError, read_upload, stream_chat
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ def example_images(world_dir: str | Path | None = None, n_world: int = 4) -> lis
 
 
 def _drawn_figures(n: int, seed: int = 0, image_size: int = 64) -> list[Path]:
-    from ..synth.world import figure
-
     folder = Path(tempfile.gettempdir()) / f"llavamed-lite-examples-{seed}-{image_size}"
     folder.mkdir(exist_ok=True)
     paths = []

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..data.formats import DOMAINS, IMAGE_TOKEN, write_records
 from ..io import atomic_write_json, read_json
@@ -94,8 +95,6 @@ def build_tiny_world(out_dir: str | Path, n_train: int, n_heldout: int, image_si
         records, vqa = [], []
         indices = range(n)
         if progress:
-            from tqdm.auto import tqdm
-
             indices = tqdm(indices, desc=f"tiny world ({split})")
         for i in indices:
             record, image, questions = figure(split, i, args["seed"], args["image_size"])
