@@ -6,7 +6,7 @@ import pytest
 from llavamed_lite.data.formats import DOMAINS
 from llavamed_lite.synth.findings import sample_findings
 from llavamed_lite.synth.questions import describe
-from llavamed_lite.synth.read import check_findings, read_findings
+from llavamed_lite.synth.read import check_findings, closed_answer_right, read_findings
 from llavamed_lite.synth.text import caption, mentions, paraphrase
 
 
@@ -40,3 +40,12 @@ def test_hallucinated_findings_are_wrong():
 def test_unknown_domain_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown domain 'xray'"):
         read_findings("text", "xray")
+
+
+def test_closed_answers_are_scored_by_meaning_not_by_their_first_word():
+    slide = {"domain": "histology", "density": "sparse", "glands": False, "necrosis": False, "atypia": True}
+    assert closed_answer_right("Yes, the nuclei are sparse.", "yes", slide)
+    assert closed_answer_right("No.", "no", slide)
+    assert not closed_answer_right("No, the nuclei show no atypia.", "no", slide)  # right word, invented finding
+    assert not closed_answer_right("No, the nuclei are sparse.", "yes", slide)  # contradicts itself and the truth
+    assert not closed_answer_right("The nuclei are sparse.", "yes", slide)  # no yes/no given

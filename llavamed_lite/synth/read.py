@@ -82,3 +82,11 @@ def check_findings(text: str, truth: dict) -> dict:
         else:
             wrong.append((field, value, truth[field]))
     return {"right": right, "wrong": wrong}
+
+
+def closed_answer_right(answer: str, truth: str, findings: dict) -> bool:
+    """A yes/no answer is right by meaning: its yes/no is the true one and nothing else it states is false of the
+    figure. "No, the nuclei show no atypia." to "Is this a CT scan?" starts right but invents a finding."""
+    words = re.findall(r"[a-z]+", answer.lower())
+    said = words[0] if words and words[0] in ("yes", "no") else None
+    return said == truth.lower() and not check_findings(answer, findings)["wrong"]
