@@ -3,9 +3,11 @@
 import torch
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), each (len(rows), longest row): the rows padded with `pad_id` on `side` ("left" for
-    generation, so every prompt ends where the new tokens start; "right" for encoders), and 1 over real tokens."""
+def pad_rows(rows: list[list[int]], pad_id: int,
+             side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask), each (len(rows), longest row): the rows padded with `pad_id` on
+    `side` ("left" for generation, so every prompt ends where the new tokens start; "right" for
+    encoders), and 1 over real tokens."""
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     width = max(len(r) for r in rows)
