@@ -111,6 +111,7 @@ def plot_curves(curves_json: str | Path, png: str | Path | None = None):
     if png is not None:
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     curves = json.loads(Path(curves_json).read_text())
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -120,6 +121,9 @@ def plot_curves(curves_json: str | Path, png: str | Path | None = None):
         ax.plot(y, alpha=0.3, color="C0")
         ax.plot(np.arange(k - 1, len(y)), np.convolve(y, np.ones(k) / k, mode="valid"), color="C0")
         ax.set(title=title, xlabel="step", ylabel="loss (log scale)", yscale="log")  # late progress stays visible
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # ticks 0.2, 0.5, 1, 2, 5 ...
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # written 0.5, not 5x10^-1
+        ax.yaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     if png is not None:
         fig.savefig(png, dpi=100)
