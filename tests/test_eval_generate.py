@@ -277,3 +277,19 @@ def test_a_refused_question_prints_one_line_and_no_progress_bar(tiny_llava_dir, 
     last = err.splitlines()[-1]
     assert "answering" not in err and "Traceback" not in err and not (tmp_path / "o").exists()
     assert last.startswith("llavamed-lite evaluate: question q-long:") and "exceed the model's context" in last
+
+
+def test_an_unchecked_transformers_release_answers_through_generate(tiny_llava, items, monkeypatch):
+    """The cache engine edits DynamicCache internals: on a transformers release it was not checked with,
+    evaluation takes `llavamed_lite.generation.generate` instead, with the same greedy answers."""
+    from llavamed_lite.eval import generate as engine
+
+    model, processor = tiny_llava
+    expected = answer_questions(model, processor, items[:3], max_new_tokens=4)
+
+    def no_cache_engine(*args):
+        raise AssertionError("the cache engine ran on an unchecked release")
+
+    monkeypatch.setattr(engine, "cache_engine_supported", lambda: False)
+    monkeypatch.setattr(engine, "_decode", no_cache_engine)
+    assert answer_questions(model, processor, items[:3], max_new_tokens=4) == expected

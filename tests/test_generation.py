@@ -68,3 +68,19 @@ def test_sampling_follows_the_seed(tiny_llava):
 
     assert sample(0) == sample(0)
     assert len({sample(seed)[0] for seed in range(4)}) > 1  # sampled, not greedy
+
+
+def test_stage_one_captions_use_the_stage_s_template(tiny_llava, monkeypatch):
+    """generate_captions used to write every prompt in the plain template; llava_med_v1 reads the system header
+    and a request for a description before the image."""
+    from llavamed_lite.train import samples
+
+    model, processor = tiny_llava
+    seen = []
+    monkeypatch.setattr(samples, "generate", lambda m, p, prompts, images, n: seen.extend(prompts) or [""])
+    monkeypatch.setattr(samples, "record_image", lambda path: _image(0))
+    for template in ("plain", "llava_med_v1"):
+        samples.generate_captions(model, processor, ["figure.png"], template=template)
+    plain, v1 = (processor.tokenizer.decode(ids) for ids in seen)
+    assert "### Human:" not in plain and plain.rstrip().endswith("<image>")
+    assert "### Human: Describe the image briefly." in v1 and v1.endswith("### Assistant:")
