@@ -29,8 +29,8 @@ def test_a_caption_and_a_description_state_every_finding_of_their_figure():
 
 def test_hallucinated_findings_are_wrong():
     truth = {"domain": "histology", "density": "sparse", "glands": False, "necrosis": False, "atypia": True}
-    checked = check_findings("An H&E-stained section with sparse nuclei, no glands, an area of necrosis and bland nuclei.",
-                             truth)
+    answer = "An H&E-stained section with sparse nuclei, no glands, an area of necrosis and bland nuclei."
+    checked = check_findings(answer, truth)
     assert checked["right"] == ["density", "glands"]
     assert checked["wrong"] == [("necrosis", True, False), ("atypia", False, True)]
     chest = {"domain": "chest_xray", "nodule": False, "side": None, "zone": None, "size": None, "cardiomegaly": False}
