@@ -1,15 +1,17 @@
-"""The offline backend: conversations written from the tiny world's findings, without a model or a network.
+"""The offline backend: conversations written from the tiny world's findings, without a model or a
+network.
 
-It stands where GPT-4 stood and returns the same raw `User: ...\\n\\nAssistant: ...` text, so its output goes
-through the same cache and post-processing. The questions are the tiny world's own (synth.questions: every
-one answerable from the image); each answer is one short sentence built from the findings ("Yes, there is a
-small nodule in the left upper zone."), so the 3-4M-parameter tiny model gets consistent, learnable targets.
-Each conversation holds 2-4 exchanges, chosen and phrased by a generator seeded with (seed, pair_id):
-the same seed gives the same text whatever the order or concurrency of the run.
+It stands where GPT-4 stood and returns the same raw `User: ...\\n\\nAssistant: ...` text, so its
+output goes through the same cache and post-processing. The questions are the tiny world's own
+(synth.questions: every one answerable from the image); each answer is one short sentence built from
+the findings ("Yes, there is a small nodule in the left upper zone."), so the 3-4M-parameter tiny
+model gets consistent, learnable targets. Each conversation holds 2-4 exchanges, chosen and phrased
+by a generator seeded with (seed, pair_id): the same seed gives the same text whatever the order or
+concurrency of the run.
 
-A caption record without `findings` (a real PMC caption) gets a generic two-exchange conversation from its
-domain flag and its caption: the kind of image, then "What does this image show?" answered with the caption's
-text. A record with no domain flag set fails with the reason `no_domain`.
+A caption record without `findings` (a real PMC caption) gets a generic two-exchange conversation
+from its domain flag and its caption: the kind of image, then "What does this image show?" answered
+with the caption's text. A record with no domain flag set fails with the reason `no_domain`.
 """
 
 import hashlib
@@ -22,13 +24,17 @@ from ..synth.questions import MODALITY_LONG, REGION, describe, questions_for
 from .client import Completion, Request, RequestFailed
 
 OFFLINE_VERSION = 1  # bump when the text changes, so cached offline answers are not reused
-MODALITY_QUESTIONS = ("What kind of image is this?", "What type of image is shown?", "What imaging modality is this?")
-DESCRIBE_QUESTIONS = ("Describe the image.", "What does this image show?", "What can you see in this image?")
+MODALITY_QUESTIONS = ("What kind of image is this?", "What type of image is shown?",
+                      "What imaging modality is this?")
+DESCRIBE_QUESTIONS = ("Describe the image.", "What does this image show?",
+                      "What can you see in this image?")
 _LABEL = re.compile(r"^\s*(?:fig(?:ure)?\.?)\s*\d+[a-z]?[.:)]?\s*", re.IGNORECASE)
 
 
 def _count(n: int, noun: str) -> str:
-    return f"there is one {noun}" if n == 1 else f"there are {n} {noun}s" if n else f"there are no {noun}s"
+    if n == 1:
+        return f"there is one {noun}"
+    return f"there are {n} {noun}s" if n else f"there are no {noun}s"
 
 
 def _nodule(f: dict) -> str:
@@ -36,7 +42,7 @@ def _nodule(f: dict) -> str:
 
 
 def _chest_abnormality(f: dict) -> str:
-    parts = [p for p in (_nodule(f) if f["nodule"] else None, "cardiomegaly" if f["cardiomegaly"] else None) if p]
+    parts = ([_nodule(f)] if f["nodule"] else []) + (["cardiomegaly"] if f["cardiomegaly"] else [])
     return "there is " + " and ".join(parts) if parts else "there is no abnormality"
 
 
@@ -44,19 +50,22 @@ def _lesions(f: dict) -> str:
     return "the lesion is" if f["lesion_count"] == 1 else "the lesions are"
 
 
-# The true statement for each domain and what a question is `about` (synth.questions): lower case, no full stop.
+# The true statement for each domain and what a question is `about` (synth.questions): in lower
+# case, without a full stop.
 FACTS = {
     "chest_xray": {
-        "nodule": lambda f: f"there is {_nodule(f)}" if f["nodule"] else "there is no nodule in the lungs",
-        "cardiomegaly": lambda f: "the heart is enlarged" if f["cardiomegaly"] else "the heart is normal in size",
+        "nodule": lambda f: (f"there is {_nodule(f)}" if f["nodule"]
+                             else "there is no nodule in the lungs"),
+        "cardiomegaly": lambda f: ("the heart is enlarged" if f["cardiomegaly"]
+                                   else "the heart is normal in size"),
         "abnormality": _chest_abnormality,
         "side": lambda f: f"the nodule is in the {f['side']} lung",
         "zone": lambda f: f"the nodule is in the {f['zone']} zone",
         "size": lambda f: f"the nodule is {f['size']}",
     },
     "ct_scan": {
-        "lesions": lambda f: (f"{_count(f['lesion_count'], f['size'] + ' lesion')} in the {f['organ']}"
-                              if f["lesion_count"] else "there is no focal lesion"),
+        "lesions": lambda f: (f"{_count(f['lesion_count'], f['size'] + ' lesion')} in the "
+                              f"{f['organ']}" if f["lesion_count"] else "there is no focal lesion"),
         "count": lambda f: _count(f["lesion_count"], "lesion"),
         "contrast": lambda f: ("the scan is contrast-enhanced" if f["contrast"]
                                else "the scan was done without contrast"),
@@ -67,7 +76,8 @@ FACTS = {
         "sequence": lambda f: f"this is a {f['sequence']}-weighted image",
         "mass": lambda f: (f"there is a {f['size']} mass in the {f['side']} hemisphere" if f["mass"]
                            else "there is no mass in the brain"),
-        "oedema": lambda f: "there is oedema around the mass" if f["oedema"] else "there is no oedema around the mass",
+        "oedema": lambda f: ("there is oedema around the mass" if f["oedema"]
+                             else "there is no oedema around the mass"),
         "side": lambda f: f"the mass is in the {f['side']} hemisphere",
         "size": lambda f: f"the mass is {f['size']}",
     },
@@ -75,15 +85,17 @@ FACTS = {
         "stain": lambda f: "the section is stained with H&E",
         "density": lambda f: f"the nuclei are {f['density']}",
         "glands": lambda f: "glands are present" if f["glands"] else "there are no glands",
-        "necrosis": lambda f: "there is an area of necrosis" if f["necrosis"] else "there is no necrosis",
-        "atypia": lambda f: "the nuclei are atypical" if f["atypia"] else "the nuclei show no atypia",
+        "necrosis": lambda f: ("there is an area of necrosis" if f["necrosis"]
+                               else "there is no necrosis"),
+        "atypia": lambda f: ("the nuclei are atypical" if f["atypia"]
+                             else "the nuclei show no atypia"),
     },
     "gross": {
         "organ": lambda f: f"the specimen is a {f['organ']}",
         "colour": lambda f: f"the lesion is {f['colour']}",
         "size": lambda f: f"the lesion is {f['size']}",
-        "lesion": lambda f: (f"there is a {f['size']} {f['colour']} lesion on the cut surface" if f["lesion"]
-                             else "there is no lesion on the cut surface"),
+        "lesion": lambda f: (f"there is a {f['size']} {f['colour']} lesion on the cut surface"
+                             if f["lesion"] else "there is no lesion on the cut surface"),
     },
 }
 ANY_DOMAIN = {"modality": lambda f: f"this is {MODALITY_LONG[f['domain']]}",
@@ -91,7 +103,8 @@ ANY_DOMAIN = {"modality": lambda f: f"this is {MODALITY_LONG[f['domain']]}",
 
 
 def fact(f: dict, question: dict) -> str:
-    """The true statement that answers `question` about findings `f`, in lower case, without a full stop."""
+    """The true statement that answers `question` about findings `f`, in lower case, without a
+    full stop."""
     about = question["about"]
     return (ANY_DOMAIN.get(about) or FACTS[f["domain"]][about])(f)
 
