@@ -20,7 +20,8 @@ def load_image(path: str | Path, window: tuple[float, float] | None = None) -> I
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
-                raise ValueError(f"{path}: image of {im.width}x{im.height} px is too large (limit {MAX_PIXELS:,} pixels)")
+                raise ValueError(f"{path}: image of {im.width}x{im.height} px is too large "
+                                 f"(limit {MAX_PIXELS:,} pixels)")
             return im.convert("RGB")
     except Image.DecompressionBombError as e:  # PIL refuses it at open, from the header's size
         raise ValueError(f"{path}: image is too large ({e})") from None

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=number(), default=30.0)
     parser.add_argument("--retries", type=count(0), default=3)
     parser.add_argument("--image-classifier", default="none",
-                        help="'none' (caption vocabulary only), 'auto' (the config's vision tower), or a CLIP path/name")
+                        help="'none' (caption vocabulary only), 'auto' (the config's vision tower), "
+                             "or a CLIP path/name")
     parser.add_argument("--keep-other", action="store_true", help="keep figures outside the five domains")
     parser.add_argument("--min-caption-words", type=count(0), default=5)
     parser.add_argument("--restart", action="store_true",

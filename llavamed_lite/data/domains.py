@@ -168,7 +168,8 @@ def score(truth: list[str], predicted: list[str]) -> DomainScores:
 
 # ---- real images with a known modality --------------------------------------------------------------------
 def slake_images(slake_dir: str | Path) -> list[tuple[Path, str]]:
-    """(image path, domain) for SLAKE's English test images present under imgs/: X-Ray of the lung -> chest_xray, CT, MRI."""
+    """(image path, domain) for SLAKE's English test images present under imgs/: X-Ray of the lung
+    -> chest_xray, CT, MRI."""
     root = Path(slake_dir)
     rows = json.loads((root / "test.json").read_text(encoding="utf-8"))
     mapping = {"X-Ray": "chest_xray", "CT": "ct_scan", "MRI": "mri"}

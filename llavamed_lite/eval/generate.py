@@ -342,7 +342,8 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
         first_seen.setdefault(str(it.image), len(first_seen))
     todo.sort(key=lambda it: first_seen[str(it.image)])  # questions on one image together, images in order
     model.eval()
-    answers = stream_answers(model, processor, todo, batch_size, max_new_tokens, engine)  # refuses bad input before the bar
+    # refuses bad input before the bar
+    answers = stream_answers(model, processor, todo, batch_size, max_new_tokens, engine)
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress)
     with bar:
         for i, text in answers:

@@ -68,7 +68,8 @@ def llava_config(vision_config: CLIPVisionConfig, text_config, image_token_id: i
     if projector not in PROJECTORS:
         raise ValueError(f"unknown projector {projector!r}: choose one of {', '.join(PROJECTORS)}")
     if vision_feature_select_strategy not in ("default", "full"):
-        raise ValueError(f"vision_feature_select_strategy must be 'default' (drop CLS) or 'full', got {vision_feature_select_strategy!r}")
+        raise ValueError(f"vision_feature_select_strategy must be 'default' (drop CLS) or 'full', "
+                         f"got {vision_feature_select_strategy!r}")
     n_layers = vision_config.num_hidden_layers
     if not -n_layers <= vision_feature_layer <= n_layers:
         raise ValueError(f"vision_feature_layer {vision_feature_layer} is outside the tower's {n_layers} layers")
@@ -125,8 +126,9 @@ def image_processor_for(vision: str, vision_config: CLIPVisionConfig, pad_to_squ
     try:
         processor = LlavaImageProcessorPil.from_pretrained(vision, do_pad=pad_to_square)
     except OSError:
-        raise FileNotFoundError(f"{vision}: no preprocessor_config.json; save the CLIP image processor beside the vision "
-                                "weights (CLIPImageProcessorPil(...).save_pretrained(dir))") from None
+        raise FileNotFoundError(f"{vision}: no preprocessor_config.json; save the CLIP image processor "
+                                "beside the vision weights (CLIPImageProcessorPil(...).save_pretrained(dir))"
+                                ) from None
     crop = processor.crop_size if processor.do_center_crop else processor.size
     side = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else getattr(crop, "height", None)
     if side != vision_config.image_size:
@@ -179,7 +181,8 @@ def compose_llava(
     model.model.multi_modal_projector = new_projector(config, dtype)
     model.generation_config = language_model.generation_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    still_meta = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    still_meta = ([n for n, p in model.named_parameters() if p.is_meta]
+                  + [n for n, b in model.named_buffers() if b.is_meta])
     if still_meta:
         raise RuntimeError(f"composition left parameters on the meta device: {still_meta[:5]}")
     join_towers(model)
@@ -206,11 +209,13 @@ def llava_processor(image_processor, tokenizer, vision_config: CLIPVisionConfig,
 
 def compose_from_config(cfg: ModelConfig, device: str | torch.device | None = None,
                         ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    return compose_llava(cfg.vision, cfg.lm, cfg.projector, cfg.vision_feature_layer, cfg.vision_feature_select_strategy,
-                         cfg.pad_to_square, cfg.dtype, cfg.load_in_4bit, cfg.attn_implementation, device)
+    return compose_llava(cfg.vision, cfg.lm, cfg.projector, cfg.vision_feature_layer,
+                         cfg.vision_feature_select_strategy, cfg.pad_to_square, cfg.dtype, cfg.load_in_4bit,
+                         cfg.attn_implementation, device)
 
 
-def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu", extra_tokens: int = 1) -> LlavaForConditionalGeneration:
+def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu",
+               extra_tokens: int = 1) -> LlavaForConditionalGeneration:
     """The composed architecture on the meta device (no memory, no weights): for parameter counts at 7B scale."""
     text_config = lm_config_of(lm)
     text_config.vocab_size += extra_tokens  # the added <image> token

@@ -26,7 +26,8 @@ def is_4bit(model: torch.nn.Module) -> bool:
         p.__class__.__name__ == "Params4bit" for p in model.parameters())
 
 
-def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float, gradient_checkpointing: bool = False) -> PeftModel:
+def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
+             gradient_checkpointing: bool = False) -> PeftModel:
     """Wrap a Llava model with LoRA adapters on its LM projections; the vision tower stays frozen and adapter-free."""
     if is_4bit(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)

@@ -27,7 +27,8 @@ DESCRIBE_INSTRUCTIONS = [
     "Write a caption for this figure.", "What is shown here?", "Explain what the figure shows.",
 ]
 
-QA_PASSES = 2  # Q&A about each figure twice (other phrasings, other stand-ins): answering from the slot is the hard part
+# Q&A about each figure twice (other phrasings, other stand-ins): answering from the slot is the hard part
+QA_PASSES = 2
 
 
 def caption_text(record: dict) -> str:

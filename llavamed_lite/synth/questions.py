@@ -108,8 +108,8 @@ def _ct(f: dict, ask: _Asker) -> None:
 
 def _mri(f: dict, ask: _Asker) -> None:
     ask.open("sequence", ["Which MRI sequence is this?", "Is this T1- or T2-weighted?"], f["sequence"])
-    ask.closed("finding", ["Is there a mass in the brain?", "Is a mass lesion present?", "Does the brain contain a mass?"],
-               f["mass"], "mass")
+    ask.closed("finding", ["Is there a mass in the brain?", "Is a mass lesion present?",
+                           "Does the brain contain a mass?"], f["mass"], "mass")
     if f["mass"]:
         ask.open("side", ["Which hemisphere contains the mass?", "On which side is the mass?"], f["side"])
         side = ask.other(f["side"], ("left", "right"))
@@ -162,7 +162,8 @@ def describe(findings: dict) -> str:
             return f"An axial {phase} CT scan of the abdomen with no focal lesion."
         lesions = "a single" if n == 1 else ["", "", "two", "three"][n]
         noun = "lesion" if n == 1 else "lesions"
-        return f"An axial {phase} CT scan of the abdomen showing {lesions} {f['size']} hypodense {noun} in the {f['organ']}."
+        return (f"An axial {phase} CT scan of the abdomen showing {lesions} {f['size']} hypodense {noun} "
+                f"in the {f['organ']}.")
     if d == "mri":
         if not f["mass"]:
             return f"An axial {f['sequence']}-weighted MRI of the brain with no mass."
@@ -170,7 +171,8 @@ def describe(findings: dict) -> str:
         return (f"An axial {f['sequence']}-weighted MRI of the brain showing a {f['size']} mass in the "
                 f"{f['side']} hemisphere with {oedema}.")
     if d == "histology":
-        extras = [("glands" if f["glands"] else "no glands"), ("an area of necrosis" if f["necrosis"] else "no necrosis"),
+        extras = [("glands" if f["glands"] else "no glands"),
+                  ("an area of necrosis" if f["necrosis"] else "no necrosis"),
                   ("atypical nuclei" if f["atypia"] else "bland nuclei")]
         return f"An H&E-stained section with {f['density']} nuclei, {extras[0]}, {extras[1]} and {extras[2]}."
     lesion = f"a {f['size']} {f['colour']} lesion" if f["lesion"] else "no focal lesion"

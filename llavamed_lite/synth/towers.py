@@ -65,7 +65,7 @@ def _special_ids(tokenizer) -> dict:
                 eos_token_id=tokenizer.eos_token_id)
 
 
-# ---- CLIP ------------------------------------------------------------------------------------------------------------
+# ---- CLIP ----------------------------------------------------------------------------------------
 def clip_config(tokenizer, s: ClipSettings) -> CLIPConfig:
     text = dict(vocab_size=len(tokenizer), hidden_size=s.text_width, intermediate_size=4 * s.text_width,
                 num_hidden_layers=s.text_layers, num_attention_heads=s.heads, max_position_embeddings=s.max_text_length,
@@ -77,7 +77,8 @@ def clip_config(tokenizer, s: ClipSettings) -> CLIPConfig:
 
 def image_processor(image_size: int) -> CLIPImageProcessorPil:
     """CLIP's preprocessing at the tiny size (saved beside the CLIP weights so AutoImageProcessor finds it)."""
-    return CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                                 crop_size={"height": image_size, "width": image_size})
 
 
 def pixel_values(paths: list[Path], processor: CLIPImageProcessorPil) -> torch.Tensor:
@@ -107,7 +108,8 @@ def train_clip(pixels: torch.Tensor, texts: list[str], tokenizer, s: ClipSetting
         idx = torch.randperm(len(texts), generator=gen)[: s.batch_size]
         ids, mask = text_inputs["input_ids"][idx], text_inputs["attention_mask"][idx]
         width = int(mask.sum(1).max())
-        out = model(input_ids=ids[:, :width], attention_mask=mask[:, :width], pixel_values=pixels[idx], return_loss=True)
+        out = model(input_ids=ids[:, :width], attention_mask=mask[:, :width], pixel_values=pixels[idx],
+                    return_loss=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -178,7 +180,7 @@ def caption_retrieval(model: CLIPModel, tokenizer, pixels: torch.Tensor, texts: 
     return float(np.mean([findings[b] == findings[i] for i, b in enumerate(best)]))
 
 
-# ---- LM ----------------------------------------------------------------------------------------------------------------
+# ---- LM ------------------------------------------------------------------------------------------
 def lm_config(tokenizer, s: LMSettings) -> MistralConfig:
     return MistralConfig(vocab_size=len(tokenizer), hidden_size=s.hidden, intermediate_size=s.intermediate,
                          num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,

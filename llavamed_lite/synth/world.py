@@ -10,7 +10,8 @@
 
 Figure i of a split comes from its own random streams (seed, split, i; one for findings and text, one for
 drawing), so the first N figures are the same whatever n_train is, the same seed gives identical bytes, and the
-same figure at another image_size has the same findings, caption and questions. The splits share no image and no question record.
+same figure at another image_size has the same findings, caption and questions. The splits share no
+image and no question record.
 Figures cycle through the five domains, so any prefix is balanced. Three figures make one synthetic "article"
 (same pmid, figure numbers 1-3).
 """
