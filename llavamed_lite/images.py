@@ -1,4 +1,5 @@
-"""Opening medical images as RGB pictures for CLIP: PNG/JPEG, and DICOM slices windowed to a viewable range."""
+"""Opening medical images as RGB pictures for CLIP: PNG/JPEG, and DICOM slices windowed to a
+viewable range."""
 
 from pathlib import Path
 
@@ -10,8 +11,9 @@ MAX_PIXELS = 60_000_000  # refuse decompression bombs (PIL warns above ~89M); th
 
 
 def load_image(path: str | Path, window: tuple[float, float] | None = None) -> Image.Image:
-    """An RGB PIL image. DICOM files are rescaled to Hounsfield units (CT) and windowed: `window` = (centre, width),
-    else the file's own window, else the 1st-99th percentile range. Errors name the file."""
+    """An RGB PIL image. DICOM files are rescaled to Hounsfield units (CT) and windowed: `window` =
+    (centre, width), else the file's own window, else the 1st-99th percentile range. Errors name the
+    file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: image file not found")
@@ -57,6 +59,7 @@ def _load_dicom(path: Path, window: tuple[float, float] | None) -> Image.Image:
 
 
 def to_displayable(pixel_values, image_mean, image_std) -> np.ndarray:
-    """Undo the processor's normalisation: (3, H, W) tensor -> (H, W, 3) floats in [0, 1] for plt.imshow."""
+    """Undo the processor's normalisation: (3, H, W) tensor -> (H, W, 3) floats in [0, 1] for
+    plt.imshow."""
     x = np.asarray(pixel_values, dtype=np.float32).transpose(1, 2, 0)
     return np.clip(x * np.asarray(image_std) + np.asarray(image_mean), 0, 1)

@@ -1,21 +1,23 @@
-"""Stand-ins for teaching and tests, not part of the pipeline: two small local servers on 127.0.0.1 (stdlib
-http.server, threaded) that play the remote services the pipeline talks to, so the notebooks can show what goes
-wrong out there (notebook 02: a flaky PMC mirror; notebook 03: an OpenAI-compatible model endpoint) and the tests
-and benchmarks can script it.
+"""Stand-ins for teaching and tests, not part of the pipeline: two small local servers on 127.0.0.1
+(stdlib http.server, threaded) that play the remote services the pipeline talks to, so the notebooks
+can show what goes wrong out there (notebook 02: a flaky PMC mirror; notebook 03: an
+OpenAI-compatible model endpoint) and the tests and benchmarks can script it.
 
 `FaultyServer` serves a folder the way a flaky mirror would:
 
     with FaultyServer(folder, faults={"PMC1.tar.gz": "404", "PMC2.tar.gz": "truncate"}) as server:
         server.url("PMC2.tar.gz")
 
-Faults per file name: "404"; "500" (always) or "500:N" (the first N requests); "slow:S" (sleep S seconds before
-answering); "truncate" (the first full response sends half the body, then closes). Range requests are honoured
-(206), so resumes can be tested; `server.requests` records (path, Range header) of every GET.
+Faults per file name: "404"; "500" (always) or "500:N" (the first N requests); "slow:S" (sleep S
+seconds before answering); "truncate" (the first full response sends half the body, then closes).
+Range requests are honoured (206), so resumes can be tested; `server.requests` records (path, Range
+header) of every GET.
 
-`LocalChatServer` speaks enough of the OpenAI protocol for the `openai` client: POST .../chat/completions returns
-a `chat.completion` object. What it answers is decided by `reply(body, n) -> Reply` (n counts requests from 0), so
-a test can script 429s, 500s, slow or malformed answers. It records every request (path, headers, body) and how
-many were in flight at once, which is how the tests see retries, resumption and concurrency from the server's side.
+`LocalChatServer` speaks enough of the OpenAI protocol for the `openai` client: POST
+.../chat/completions returns a `chat.completion` object. What it answers is decided by `reply(body,
+n) -> Reply` (n counts requests from 0), so a test can script 429s, 500s, slow or malformed answers.
+It records every request (path, headers, body) and how many were in flight at once, which is how the
+tests see retries, resumption and concurrency from the server's side.
 """
 
 import json
@@ -29,7 +31,8 @@ from urllib.parse import unquote
 
 
 class FaultyServer:
-    """`with FaultyServer(folder, faults) as server:` ... `server.url(name)`: a flaky mirror of `folder`."""
+    """`with FaultyServer(folder, faults) as server:` ... `server.url(name)`: a flaky mirror of
+    `folder`."""
 
     def __init__(self, root: str | Path, faults: dict[str, str] | None = None):
         self.root = Path(root).resolve()
@@ -114,7 +117,8 @@ DEFAULT_ANSWER = ("User: What kind of image is this?\n\nAssistant: This is a che
 
 @dataclass
 class Reply:
-    """One scripted answer: a chat completion with `content`, or `status` with `body` (dict or raw text)."""
+    """One scripted answer: a chat completion with `content`, or `status` with `body` (dict or raw
+    text)."""
 
     content: str | None = DEFAULT_ANSWER
     status: int = 200

@@ -1,13 +1,15 @@
-"""`llavamed-lite curate`: download PMC packages from a manifest (optional), curate them into LLaVA-Med's files.
+"""`llavamed-lite curate`: download PMC packages from a manifest (optional), curate them into
+LLaVA-Med's files.
 
     llavamed-lite curate --input data_samples/pmc_synthetic --run-dir runs/tiny
     llavamed-lite curate --manifest oa_file_list.csv --max-articles 1000 --download-dir pmc/ --run-dir runs/full \\
         --scale full --image-classifier auto
 
-Outputs land in run_dir/data/pmc/ (captions.json, image_manifest.jsonl, alignment.json, images/, hf_dataset/,
-report.json, rejects.jsonl; see llavamed_lite.runs.RunDir.curated). Re-running resumes: finished downloads and
-finished packages are not redone. Inputs holding no package or article are refused (exit 2), and a run that kept no
-figure never replaces outputs in which an earlier run kept some (exit 1).
+Outputs land in run_dir/data/pmc/ (captions.json, image_manifest.jsonl, alignment.json, images/,
+hf_dataset/, report.json, rejects.jsonl; see llavamed_lite.runs.RunDir.curated). Re-running resumes:
+finished downloads and finished packages are not redone. Inputs holding no package or article are
+refused (exit 2), and a run that kept no figure never replaces outputs in which an earlier run kept
+some (exit 1).
 """
 
 import argparse
@@ -52,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def image_classifier_for(spec: str, cfg):
-    """The classifier a --image-classifier value names, or None. Tiny scale: the stage-0 CLIP, prompted with
-    captions from the tiny world's own generator (the only language it knows); other scales: a real CLIP,
-    prompted in the words of real captions, with "other" prompts (charts, diagrams, blots)."""
+    """The classifier a --image-classifier value names, or None. Tiny scale: the stage-0 CLIP,
+    prompted with captions from the tiny world's own generator (the only language it knows); other
+    scales: a real CLIP, prompted in the words of real captions, with "other" prompts (charts,
+    diagrams, blots)."""
     if spec == "none":
         return None
     model = cfg.model.vision if spec == "auto" else spec
@@ -73,8 +76,9 @@ def image_classifier_for(spec: str, cfg):
 
 
 def _extract_manifest_images(packages, folder: Path, run_dir: Path) -> None:
-    """LLaVA-Med's image manifest: save the listed figures as run_dir/data/pmc/manifest_images/{pair_id}.jpg (the
-    files their caption and instruction data refer to), with a report by reason."""
+    """LLaVA-Med's image manifest: save the listed figures as
+    run_dir/data/pmc/manifest_images/{pair_id}.jpg (the files their caption and instruction data
+    refer to), with a report by reason."""
     paths = RunDir(run_dir).curated()
     out = paths["manifest_images"]
     rows = []

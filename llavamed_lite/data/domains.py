@@ -1,9 +1,10 @@
-"""Domain classification of figures into LLaVA-Med's five domains (chest_xray, ct_scan, mri, histology, gross) or
-"other", from the caption (a documented vocabulary) and from the image (zero-shot CLIP).
+"""Domain classification of figures into LLaVA-Med's five domains (chest_xray, ct_scan, mri,
+histology, gross) or "other", from the caption (a documented vocabulary) and from the image
+(zero-shot CLIP).
 
-The paper kept only figures of the five domains. A caption names its modality far more reliably than pixels do,
-so the caption decides; the image classifier is the second opinion for captions that name none, and the
-check on pixels that a caption can be wrong about.
+The paper kept only figures of the five domains. A caption names its modality far more reliably than
+pixels do, so the caption decides; the image classifier is the second opinion for captions that name
+none, and the check on pixels that a caption can be wrong about.
 """
 
 import json
@@ -82,12 +83,13 @@ OTHER_PROMPTS = ["a chart or a plot of data", "a diagram", "a flow chart", "a ph
 
 
 class ImageDomainClassifier:
-    """Zero-shot CLIP from a checkpoint (`llavamed_lite.zero_shot`): a domain's probability is the sum over its
-    prompts. With `other_prompts` (large CLIPs), "other" is a class of its own; `min_prob` turns unsure answers
-    into "other".
+    """Zero-shot CLIP from a checkpoint (`llavamed_lite.zero_shot`): a domain's probability is the
+    sum over its prompts. With `other_prompts` (large CLIPs), "other" is a class of its own;
+    `min_prob` turns unsure answers into "other".
 
-    Tiny scale: the stage-0 CLIP (data_samples/tiny-foundation/clip, its tokenizer beside it or in the sibling lm/);
-    larger scales: any CLIP checkpoint name (e.g. the model's vision tower, openai/clip-vit-large-patch14-336).
+    Tiny scale: the stage-0 CLIP (data_samples/tiny-foundation/clip, its tokenizer beside it or in
+    the sibling lm/); larger scales: any CLIP checkpoint name (e.g. the model's vision tower,
+    openai/clip-vit-large-patch14-336).
     """
 
     def __init__(self, model_path: str | Path, tokenizer_path: str | Path | None = None,
@@ -118,7 +120,8 @@ class ImageDomainClassifier:
 
 
 def _tokenizer_dir(model_path: Path) -> Path:
-    """A local CLIP folder without a tokenizer borrows its sibling LM's (the tiny foundation's layout)."""
+    """A local CLIP folder without a tokenizer borrows its sibling LM's (the tiny foundation's
+    layout)."""
     if model_path.is_dir() and not any((model_path / f).exists() for f in ("tokenizer.json", "vocab.json")):
         sibling = model_path.parent / "lm"
         if (sibling / "tokenizer.json").exists():
@@ -127,7 +130,8 @@ def _tokenizer_dir(model_path: Path) -> Path:
 
 
 def combine(caption_domain: str, image_domain: str | None) -> str:
-    """The final domain: the caption's when it names one; otherwise the image's (None = no image classifier)."""
+    """The final domain: the caption's when it names one; otherwise the image's (None = no image
+    classifier)."""
     if caption_domain != OTHER or image_domain is None:
         return caption_domain
     return image_domain
@@ -186,8 +190,9 @@ def slake_images(slake_dir: str | Path) -> list[tuple[Path, str]]:
 
 
 def vqa_rad_images(vqa_rad_dir: str | Path) -> list[tuple[Path, str]]:
-    """(image path, domain) for the VQA-RAD images whose modality a MODALITY question (train or test file)
-    answers openly ("CT with contrast", "T2 weighted MRI", "Plain film x-ray"); a chest plain film is chest_xray."""
+    """(image path, domain) for the VQA-RAD images whose modality a MODALITY question (train or test
+    file) answers openly ("CT with contrast", "T2 weighted MRI", "Plain film x-ray"); a chest plain
+    film is chest_xray."""
     root = Path(vqa_rad_dir)
     rows = [r for name in ("testset.json", "trainset.json") if (root / name).is_file()
             for r in json.loads((root / name).read_text(encoding="utf-8"))]
@@ -212,7 +217,8 @@ def vqa_rad_images(vqa_rad_dir: str | Path) -> list[tuple[Path, str]]:
 
 def evaluate_image_classifier(classifier: ImageDomainClassifier, items: list[tuple[Path, str]],
                               batch_size: int = 32) -> DomainScores:
-    """Score the classifier on (image path, true domain) pairs, images opened with llavamed_lite.images."""
+    """Score the classifier on (image path, true domain) pairs, images opened with
+    llavamed_lite.images."""
     predicted = []
     for i in range(0, len(items), batch_size):
         predicted += classifier.classify([load_image(p) for p, _ in items[i:i + batch_size]], batch_size)

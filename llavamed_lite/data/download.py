@@ -1,15 +1,18 @@
-"""Resilient download of PMC packages from a manifest: the part of LLaVA-Med's pipeline its users say breaks most
-(404s, no resume, slow). Standard library only (urllib + threads).
+"""Resilient download of PMC packages from a manifest: the part of LLaVA-Med's pipeline its users
+say breaks most (404s, no resume, slow). Standard library only (urllib + threads).
 
-- Manifests: PMC's open-access file list (`oa_file_list.csv`: File, Article Citation, Accession ID, Last Updated,
-  PMID, License) or LLaVA-Med's image manifest (JSONL: pmc_tar_url, image_file_path, pair_id), grouped by package.
-- Bounded concurrency (a thread pool), a timeout per request, retries with exponential backoff on 5xx, 429,
-  timeouts and cut connections; 404/410 are recorded and not retried.
-- Resume: bytes go to `NAME.part`; a retry or a later run asks for the rest with an HTTP Range request.
-- Checks: Content-Length (a short body is a truncation, resumed), and size / sha256 / md5 where the manifest
-  gives them. Only a verified file is renamed to its final name, so a final file is complete and is never
-  fetched again.
-- A ledger (`download_ledger.jsonl`, append-only) keeps every outcome; the report counts them by reason.
+- Manifests: PMC's open-access file list (`oa_file_list.csv`: File, Article Citation, Accession ID,
+  Last Updated, PMID, License) or LLaVA-Med's image manifest (JSONL: pmc_tar_url, image_file_path,
+  pair_id), grouped by package.
+- Bounded concurrency (a thread pool), a timeout per request, retries with exponential backoff on
+  5xx, 429, timeouts and cut connections; 404/410 are recorded and not retried.
+- Resume: bytes go to `NAME.part`; a retry or a later run asks for the rest with an HTTP Range
+  request.
+- Checks: Content-Length (a short body is a truncation, resumed), and size / sha256 / md5 where the
+  manifest gives them. Only a verified file is renamed to its final name, so a final file is
+  complete and is never fetched again.
+- A ledger (`download_ledger.jsonl`, append-only) keeps every outcome; the report counts them by
+  reason.
 """
 
 import csv
@@ -40,7 +43,8 @@ USER_AGENT = "llavamed-lite/0.1 (research data curation)"
 
 @dataclass
 class Package:
-    """One package to fetch. `images` are (image_file_path inside the package, pair_id) from LLaVA-Med's manifest."""
+    """One package to fetch. `images` are (image_file_path inside the package, pair_id) from
+    LLaVA-Med's manifest."""
     url: str
     name: str  # file name under the download folder
     pmcid: str | None = None
@@ -93,8 +97,8 @@ class DownloadError(Exception):
 # ---- manifests ---------------------------------------------------------------------------------------------
 def read_manifest(path: str | Path, base_url: str = PMC_OA_BASE, max_packages: int | None = None,
                   pair_ids: set[str] | None = None) -> list[Package]:
-    """Packages from an oa_file_list CSV or a LLaVA-Med image manifest JSONL (one line per image, grouped here
-    by pmc_tar_url; `pair_ids` keeps only those images). Errors name the file and line."""
+    """Packages from an oa_file_list CSV or a LLaVA-Med image manifest JSONL (one line per image,
+    grouped here by pmc_tar_url; `pair_ids` keeps only those images). Errors name the file and line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such manifest")
@@ -160,8 +164,9 @@ def _verify(path: Path, pkg: Package) -> str | None:
 
 
 def _fetch_once(pkg: Package, part: Path, timeout: float) -> int:
-    """One request: resume from the .part file's length with a Range header. Returns the bytes now in .part.
-    Raises DownloadError (retry or not) on failure; a short body leaves the partial bytes for the next try."""
+    """One request: resume from the .part file's length with a Range header. Returns the bytes now
+    in .part. Raises DownloadError (retry or not) on failure; a short body leaves the partial bytes
+    for the next try."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(pkg.url, headers={"User-Agent": USER_AGENT})
     if have:
@@ -239,8 +244,9 @@ def download_package(pkg: Package, folder: Path, timeout: float = 30.0, retries:
 def download_all(packages: list[Package], folder: str | Path, workers: int = 4, timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, retry_missing: bool = False,
                  progress: bool = True) -> DownloadReport:
-    """Fetch packages with at most `workers` at a time; every outcome goes to folder/download_ledger.jsonl.
-    Packages the ledger records as not found are skipped (unless retry_missing): PMC retracts packages."""
+    """Fetch packages with at most `workers` at a time; every outcome goes to
+    folder/download_ledger.jsonl. Packages the ledger records as not found are skipped (unless
+    retry_missing): PMC retracts packages."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ledger = folder / LEDGER
@@ -268,8 +274,8 @@ def download_all(packages: list[Package], folder: str | Path, workers: int = 4, 
 
 
 def write_oa_file_list(path: str | Path, rows: list[list[str]]) -> Path:
-    """A manifest in oa_file_list.csv's layout, one row (in OA_FILE_LIST_HEADER's columns) per package: what the
-    tiny world's PMC mirror serves (synth/articles.py)."""
+    """A manifest in oa_file_list.csv's layout, one row (in OA_FILE_LIST_HEADER's columns) per
+    package: what the tiny world's PMC mirror serves (synth/articles.py)."""
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([OA_FILE_LIST_HEADER, *rows])
     return atomic_write_text(path, buf.getvalue())

@@ -1,23 +1,28 @@
 """Greedy answers to VQA questions, written as LLaVA-Med answer files (one JSON line per question).
 
-LLaVA-Med's scripts answer one question at a time with `model.generate`. Here up to `batch_size` questions are
-answered together by a short greedy loop over the model's forward pass (KV cache on), which does what serving
-engines do and `generate` cannot:
-- prefix caching: every prompt is the same up to the image's last token, so each image goes through the vision tower
-  and the LM once (`batch_size` images per pass), and its KV cache is copied to every question about it;
-- continuous batching: a question that has finished leaves the batch and a waiting one takes its place, so the batch
-  stays full instead of running down to its longest answer;
+LLaVA-Med's scripts answer one question at a time with `model.generate`. Here up to `batch_size`
+questions are answered together by a short greedy loop over the model's forward pass (KV cache on),
+which does what serving engines do and `generate` cannot:
+- prefix caching: every prompt is the same up to the image's last token, so each image goes through
+  the vision tower and the LM once (`batch_size` images per pass), and its KV cache is copied to
+  every question about it;
+- continuous batching: a question that has finished leaves the batch and a waiting one takes its
+  place, so the batch stays full instead of running down to its longest answer;
 - questions read together have similar lengths, so little of a pass is spent on padding.
+
 On a 2-core CPU this answers the tiny model's questions 6-9x faster than `generate` one at a time
-(benchmarks/generation_speed.py). Decoding is greedy, so a question gets the same answer whatever batch it sits in,
-and the same as `llavamed_lite.generation.generate` gives (engine "generate", the way on a transformers release the
-loop, which edits `DynamicCache` layers, was not checked with). Prompts come from `llavamed_lite.generation.prompt`.
-Answers are appended to the answer file as they finish; a rerun skips the question_ids already answered (resume after
-a crash). Once all are written, the file is rewritten in question order (atomically), with each question's own id
-(an int stays an int): LLaVA-Med's scorers pair questions and answers by position. A file that another model wrote
-(its model_id, or its weights' fingerprint, differ) is refused, never resumed. A question whose prompt and answer
-would not fit the LM's context is refused before anything is answered, naming the question (as the chat does): the
-model would otherwise write garbage past its positions.
+(benchmarks/generation_speed.py). Decoding is greedy, so a question gets the same answer whatever
+batch it sits in, and the same as `llavamed_lite.generation.generate` gives (engine "generate", the
+way on a transformers release the loop, which edits `DynamicCache` layers, was not checked with).
+Prompts come from `llavamed_lite.generation.prompt`.
+
+Answers are appended to the answer file as they finish; a rerun skips the question_ids already
+answered (resume after a crash). Once all are written, the file is rewritten in question order
+(atomically), with each question's own id (an int stays an int): LLaVA-Med's scorers pair questions
+and answers by position. A file that another model wrote (its model_id, or its weights' fingerprint,
+differ) is refused, never resumed. A question whose prompt and answer would not fit the LM's context
+is refused before anything is answered, naming the question (as the chat does): the model would
+otherwise write garbage past its positions.
 """
 
 import hashlib
@@ -53,12 +58,13 @@ def item_image(item: VQAItem) -> Image.Image:
 
 
 class ImagePrefixes:
-    """The KV cache of the prompt up to each image's last token ("<s>[INST] <image>...", the prefix), for the images
-    of the questions about to start.
+    """The KV cache of the prompt up to each image's last token ("<s>[INST] <image>...", the
+    prefix), for the images of the questions about to start.
 
-    Every prompt starts with the same tokens up to the image; only the question after it differs. So each distinct
-    image goes through the vision tower and the LM once, `batch_size` images in one pass ahead of their questions,
-    and its prefix cache is copied to every question about it (prefix caching)."""
+    Every prompt starts with the same tokens up to the image; only the question after it differs. So
+    each distinct image goes through the vision tower and the LM once, `batch_size` images in one
+    pass ahead of their questions, and its prefix cache is copied to every question about it (prefix
+    caching)."""
 
     def __init__(self, model, processor, batch_size: int):
         self.model, self.processor, self.batch_size = model, processor, batch_size
@@ -89,9 +95,9 @@ class ImagePrefixes:
         return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in per_layer])
 
     def ready(self, items: list[VQAItem], upcoming: Iterable[VQAItem]) -> None:
-        """Make sure the images of `items` are encoded. If some are not: drop the caches no item needs (with the
-        questions in image order, those images have no question left) and encode the next images of `items` and
-        then of `upcoming`."""
+        """Make sure the images of `items` are encoded. If some are not: drop the caches no item
+        needs (with the questions in image order, those images have no question left) and encode the
+        next images of `items` and then of `upcoming`."""
         if all(str(it.image) in self.caches for it in items):
             return
         self.caches = {image: cache for image, cache in self.caches.items() if image in {str(it.image) for it in items}}
@@ -120,7 +126,8 @@ class Rows:
 
 
 def join(a: Rows | None, b: Rows) -> Rows:
-    """One batch of the rows of `a` and `b`, the shorter caches padded on their left (masked out) to one length."""
+    """One batch of the rows of `a` and `b`, the shorter caches padded on their left (masked out) to
+    one length."""
     if a is None:
         return b
     length = max(a.mask.shape[1], b.mask.shape[1])
@@ -139,11 +146,11 @@ def join(a: Rows | None, b: Rows) -> Rows:
 
 def start_rows(model, processor, prefixes: ImagePrefixes, items: list[VQAItem], questions: list[list[int]],
                indices: list[int]) -> Rows:
-    """Read the questions `indices` (token ids after the image) after their images' prefixes, and write each one's
-    first answer token.
+    """Read the questions `indices` (token ids after the image) after their images' prefixes, and
+    write each one's first answer token.
 
-    The questions are padded on their left to one length: the padding sits between prefix and question, masked out,
-    and position ids skip it."""
+    The questions are padded on their left to one length: the padding sits between prefix and
+    question, masked out, and position ids skip it."""
     batch = [questions[i] for i in indices]
     cache = prefixes.cache_for([items[i] for i in indices])  # per layer (rows, kv_heads, prefix, head_dim)
     prefix_len = cache.get_seq_length()
@@ -166,7 +173,8 @@ def step(model, rows: Rows) -> Rows:
 
 
 def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
-    """The token ids of each item's prompt after the image: its question and the template's end of turn."""
+    """The token ids of each item's prompt after the image: its question and the template's end of
+    turn."""
     for it in items:
         try:
             it.question.encode("utf-8")
@@ -185,14 +193,16 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
 
 
 def image_prefix(model, processor) -> list[int]:
-    """The ids every question's prompt starts with, up to the image's last token ("<s>[INST] <image>...")."""
+    """The ids every question's prompt starts with, up to the image's last token ("<s>[INST]
+    <image>...")."""
     ids = prompt(processor, with_image(""))
     return ids[:max(i for i, token in enumerate(ids) if token == model.config.image_token_id) + 1]
 
 
 def check_context(model, processor, items: list[VQAItem], questions: list[list[int]], max_new_tokens: int) -> None:
-    """Refuse, naming the first question, prompts that leave no room for `max_new_tokens` in the LM's context
-    (max_position_embeddings). The prefix up to the image's last token is the same for every question."""
+    """Refuse, naming the first question, prompts that leave no room for `max_new_tokens` in the
+    LM's context (max_position_embeddings). The prefix up to the image's last token is the same for
+    every question."""
     limit = getattr(model.config.text_config, "max_position_embeddings", None)
     if limit is None or not items:
         return
@@ -205,8 +215,9 @@ def check_context(model, processor, items: list[VQAItem], questions: list[list[i
 
 
 def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: int) -> list[int]:
-    """The order to read `items` in: runs of consecutive items about `images` images, each run shortest question
-    first. Questions read together then have similar lengths (less padding) and images already encoded."""
+    """The order to read `items` in: runs of consecutive items about `images` images, each run
+    shortest question first. Questions read together then have similar lengths (less padding) and
+    images already encoded."""
     order, run, seen = [], [], set()
     for i, it in enumerate(items):
         if str(it.image) not in seen and len(seen) == images:
@@ -220,17 +231,19 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
                    engine: str | None = None) -> Iterator[tuple[int, str]]:
     """(index, answer) of every question in `items`, in the order they finish, by greedy decoding.
 
-    Up to `batch_size` questions are answered at once. A row that has finished stays in the batch (what it writes is
-    ignored) until half the batch has finished: then they leave together, and while questions wait, new ones are read
-    and join the rows still writing (continuous batching). Leaving copies the cache, and on a CPU a row more or less
-    barely changes a step's time; reading new questions in bunches takes fewer passes than one per free row, and the
-    batch never runs down to a few long answers. Keep questions on one image next to each other in `items`: their
-    images are encoded `batch_size` at a time, in the order of `items`. Bad input (a batch size, a question that is
-    not Unicode or too long for the context) is refused by this call itself, before anything is answered.
+    Up to `batch_size` questions are answered at once. A row that has finished stays in the batch
+    (what it writes is ignored) until half the batch has finished: then they leave together, and
+    while questions wait, new ones are read and join the rows still writing (continuous batching).
+    Leaving copies the cache, and on a CPU a row more or less barely changes a step's time; reading
+    new questions in bunches takes fewer passes than one per free row, and the batch never runs down
+    to a few long answers. Keep questions on one image next to each other in `items`: their images
+    are encoded `batch_size` at a time, in the order of `items`. Bad input (a batch size, a question
+    that is not Unicode or too long for the context) is refused by this call itself, before anything
+    is answered.
 
-    `engine` "cache" is this loop; "generate" is `llavamed_lite.generation.generate`, `batch_size` questions at a
-    time, slower but with the same greedy answers. By default the loop runs on the transformers releases it was
-    checked with (`CACHE_ENGINE_TRANSFORMERS`), `generate` on others."""
+    `engine` "cache" is this loop; "generate" is `llavamed_lite.generation.generate`, `batch_size`
+    questions at a time, slower but with the same greedy answers. By default the loop runs on the
+    transformers releases it was checked with (`CACHE_ENGINE_TRANSFORMERS`), `generate` on others."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     engine = engine or ("cache" if cache_engine_supported() else "generate")
@@ -245,7 +258,8 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
 
 def _generate_in_batches(model, processor, items: list[VQAItem], batch_size: int,
                          max_new_tokens: int) -> Iterator[tuple[int, str]]:
-    """The "generate" engine of `stream_answers`: `batch_size` questions per `generate` call, in order."""
+    """The "generate" engine of `stream_answers`: `batch_size` questions per `generate` call, in
+    order."""
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         prompts = [prompt(processor, with_image(it.question)) for it in batch]
@@ -293,9 +307,10 @@ def answer_questions(model, processor, items: list[VQAItem], batch_size: int = 1
 
 
 def answered(path: str | Path, model_id: str | None = None, fingerprint: str | None = None) -> dict[str, str]:
-    """question_id -> prompt of the answers already in an answer file (a line cut short by a crash does not count).
-    With model_id (and the weights' fingerprint, `evaluate.model_fingerprint`), refuse a file that another model
-    wrote, so answers of two models never mix: two models can share a model_id, a folder retrained in place too."""
+    """question_id -> prompt of the answers already in an answer file (a line cut short by a crash
+    does not count). With model_id (and the weights' fingerprint, `evaluate.model_fingerprint`),
+    refuse a file that another model wrote, so answers of two models never mix: two models can share
+    a model_id, a folder retrained in place too."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -323,10 +338,10 @@ def answer_id(model_id: str, question_id: str) -> str:
 def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path, model_id: str,
                      batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True,
                      fingerprint: str | None = None, engine: str | None = None) -> list[dict]:
-    """Answer every item not yet in `out_path` and append the answers there (questions on one image together),
-    then put the file in the order of `items` (`in_question_order`); return the answer records of `items`, in their
-    order. `fingerprint` (of the weights) is kept in each answer's metadata, and a file written by other weights is
-    refused."""
+    """Answer every item not yet in `out_path` and append the answers there (questions on one image
+    together), then put the file in the order of `items` (`in_question_order`); return the answer
+    records of `items`, in their order. `fingerprint` (of the weights) is kept in each answer's
+    metadata, and a file written by other weights is refused."""
     items = list(items)
     ids = [str(it.question_id) for it in items]
     if len(set(ids)) != len(ids):
@@ -357,9 +372,9 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
 
 
 def in_question_order(path: str | Path, ids: list[str]) -> list[dict]:
-    """Rewrite an answer file with the answers to `ids` first, in that order, then any others it holds (another
-    run's questions: kept, not lost); return the answers to `ids`. The file is replaced atomically, so a crash leaves
-    the old one, which resumes as before."""
+    """Rewrite an answer file with the answers to `ids` first, in that order, then any others it
+    holds (another run's questions: kept, not lost); return the answers to `ids`. The file is
+    replaced atomically, so a crash leaves the old one, which resumes as before."""
     rows = list(iter_jsonl(path))
     records = {str(r["question_id"]): r for r in rows}
     ordered = [records.pop(i) for i in ids] + list(records.values())

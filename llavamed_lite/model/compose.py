@@ -1,9 +1,10 @@
 """Compose a LLaVA model from a vision checkpoint and a language-model checkpoint.
 
-The result is always transformers' `LlavaForConditionalGeneration` + `LlavaProcessor`, so what we save loads with
-`AutoModelForImageTextToText` / `AutoProcessor`. As in LLaVA: CLIP features from the second-to-last layer with CLS
-dropped, a `linear` (v1.0) or `mlp2x_gelu` (v1.5) projector, the `<image>` token added to the tokenizer, images
-padded to square with the mean colour (v1.5), and the mistral_instruct chat template.
+The result is always transformers' `LlavaForConditionalGeneration` + `LlavaProcessor`, so what we
+save loads with `AutoModelForImageTextToText` / `AutoProcessor`. As in LLaVA: CLIP features from the
+second-to-last layer with CLS dropped, a `linear` (v1.0) or `mlp2x_gelu` (v1.5) projector, the
+`<image>` token added to the tokenizer, images padded to square with the mean colour (v1.5), and the
+mistral_instruct chat template.
 """
 
 import contextlib
@@ -27,8 +28,9 @@ PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # our name -> LlavaConf
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """Silence expected load reports (CLIPVisionModel from a full CLIPModel checkpoint lists the text tower as
-    unexpected; resizing for `<image>` explains its initialisation) and per-tensor loading bars."""
+    """Silence expected load reports (CLIPVisionModel from a full CLIPModel checkpoint lists the
+    text tower as unexpected; resizing for `<image>` explains its initialisation) and per-tensor
+    loading bars."""
     level = transformers.logging.get_verbosity()
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
@@ -42,7 +44,8 @@ def quiet_transformers():
 
 
 def vision_config_of(vision: str) -> CLIPVisionConfig:
-    """The CLIP vision config of a checkpoint (a CLIPModel or a CLIPVisionModel), or of a known hub name offline."""
+    """The CLIP vision config of a checkpoint (a CLIPModel or a CLIPVisionModel), or of a known hub
+    name offline."""
     if not Path(vision).exists() and vision in KNOWN_VISION:
         return KNOWN_VISION[vision]()
     return _vision_part(AutoConfig.from_pretrained(vision))
@@ -89,8 +92,9 @@ def llava_config(vision_config: CLIPVisionConfig, text_config, image_token_id: i
 
 
 def new_projector(config: LlavaConfig, dtype: torch.dtype = torch.float32) -> LlavaMultiModalProjector:
-    """A freshly initialised projector. For `linear` (v1.0) the second layer is the identity and stays frozen, so
-    the checkpoint keeps transformers' two-layer layout yet computes one linear map."""
+    """A freshly initialised projector. For `linear` (v1.0) the second layer is the identity and
+    stays frozen, so the checkpoint keeps transformers' two-layer layout yet computes one linear
+    map."""
     projector = LlavaMultiModalProjector(config).to(dtype)
     if config.projector_hidden_act == "linear":
         with torch.no_grad():
@@ -116,13 +120,15 @@ def prepare_tokenizer(lm: str):
 
 
 def image_processor_for(vision: str, vision_config: CLIPVisionConfig, pad_to_square: bool) -> LlavaImageProcessorPil:
-    """CLIP's preprocessing (read from the vision checkpoint) plus v1.5's pad-to-square with the mean colour.
+    """CLIP's preprocessing (read from the vision checkpoint) plus v1.5's pad-to-square with the
+    mean colour.
 
-    Every image is opened as RGB (`images.load_image`) and padded with CLIP's mean colour, (122, 116, 104) out of
-    255, the image centred. LLaVA-Med v1.5 differs for files stored as greyscale (mode "L", most X-rays): it pads
-    those with one grey, 114 (the mean of the three), and places the image 0 or 1 pixel off-centre at random. We
-    keep one rule for all images (training and answering see the same); a converted official checkpoint sees a
-    slightly tinted border on greyscale images that it was trained to see as grey."""
+    Every image is opened as RGB (`images.load_image`) and padded with CLIP's mean colour, (122,
+    116, 104) out of 255, the image centred. LLaVA-Med v1.5 differs for files stored as greyscale
+    (mode "L", most X-rays): it pads those with one grey, 114 (the mean of the three), and places
+    the image 0 or 1 pixel off-centre at random. We keep one rule for all images (training and
+    answering see the same); a converted official checkpoint sees a slightly tinted border on
+    greyscale images that it was trained to see as grey."""
     try:
         processor = LlavaImageProcessorPil.from_pretrained(vision, do_pad=pad_to_square)
     except OSError:
@@ -149,9 +155,9 @@ def compose_llava(
     attn_implementation: str = "sdpa",
     device: str | torch.device | None = None,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """Load both towers with `from_pretrained` (local folders or hub names) and join them with a new projector, on
-    one device: `device` ("auto" = the GPU when there is one), or by default where the LM loads (the CPU; a 4-bit LM
-    lands on the GPU). "auto" dtype follows the device."""
+    """Load both towers with `from_pretrained` (local folders or hub names) and join them with a new
+    projector, on one device: `device` ("auto" = the GPU when there is one), or by default where the
+    LM loads (the CPU; a 4-bit LM lands on the GPU). "auto" dtype follows the device."""
     device = None if device is None else resolve_device(device)
     dtype = resolve_dtype(dtype, device or "cpu")
     tokenizer = prepare_tokenizer(lm)
@@ -195,7 +201,8 @@ def compose_llava(
 
 def llava_processor(image_processor, tokenizer, vision_config: CLIPVisionConfig,
                     vision_feature_select_strategy: str = "default") -> LlavaProcessor:
-    """The processor that expands `<image>` into one token per patch and formats chats as mistral_instruct."""
+    """The processor that expands `<image>` into one token per patch and formats chats as
+    mistral_instruct."""
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -216,7 +223,8 @@ def compose_from_config(cfg: ModelConfig, device: str | torch.device | None = No
 
 def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu",
                extra_tokens: int = 1) -> LlavaForConditionalGeneration:
-    """The composed architecture on the meta device (no memory, no weights): for parameter counts at 7B scale."""
+    """The composed architecture on the meta device (no memory, no weights): for parameter counts at
+    7B scale."""
     text_config = lm_config_of(lm)
     text_config.vocab_size += extra_tokens  # the added <image> token
     config = llava_config(vision_config_of(vision), text_config, text_config.vocab_size - 1, projector)
@@ -226,10 +234,10 @@ def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu",
 
 def load_llava(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device | None = "auto",
                load_in_4bit: bool = False, attn_implementation: str | None = None):
-    """Load a checkpoint the project saved, with the plain transformers auto classes. Defaults: the GPU in bfloat16
-    when there is one, else the CPU in float32. `load_in_4bit`: the LM in nf4 (a 7B model in about 5 GB of GPU
-    memory instead of 15). `device=None` leaves the model where from_pretrained puts it (the CPU; for 4-bit,
-    bitsandbytes' GPU)."""
+    """Load a checkpoint the project saved, with the plain transformers auto classes. Defaults: the
+    GPU in bfloat16 when there is one, else the CPU in float32. `load_in_4bit`: the LM in nf4 (a 7B
+    model in about 5 GB of GPU memory instead of 15). `device=None` leaves the model where
+    from_pretrained puts it (the CPU; for 4-bit, bitsandbytes' GPU)."""
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: not a saved model folder (no config.json)")
@@ -246,7 +254,8 @@ def load_llava(path: str | Path, dtype: str | torch.dtype = "auto", device: str 
 
 
 def load_projector(model: LlavaForConditionalGeneration, state_dict: dict) -> None:
-    """Put trained projector weights (e.g. stage 1's) into a model, checking that the shapes fit its towers."""
+    """Put trained projector weights (e.g. stage 1's) into a model, checking that the shapes fit its
+    towers."""
     projector = model.model.multi_modal_projector
     expected = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
     got = {k.split("multi_modal_projector.")[-1]: tuple(v.shape) for k, v in state_dict.items()}

@@ -1,10 +1,12 @@
-"""LoRA and QLoRA for stage 2 / VQA: adapters on the language model only, the projector trained in full.
+"""LoRA and QLoRA for stage 2 / VQA: adapters on the language model only, the projector trained in
+full.
 
-peft matches `target_modules` names against every module, and CLIP's attention also has `q_proj`/`k_proj`/`v_proj`/
-`out_proj`: a plain list would put adapters in the vision tower. We target the LM by a regex on the full module
-name instead. The projector is saved with the adapter (`modules_to_save`), as LLaVA's LoRA recipe trains it too.
-QLoRA (LLaVA's `bits=4`): the LM was loaded 4-bit nf4 by bitsandbytes; `prepare_model_for_kbit_training` casts the
-remaining float weights to fp32 for stable updates and enables input gradients for gradient checkpointing.
+peft matches `target_modules` names against every module, and CLIP's attention also has
+`q_proj`/`k_proj`/`v_proj`/ `out_proj`: a plain list would put adapters in the vision tower. We
+target the LM by a regex on the full module name instead. The projector is saved with the adapter
+(`modules_to_save`), as LLaVA's LoRA recipe trains it too. QLoRA (LLaVA's `bits=4`): the LM was
+loaded 4-bit nf4 by bitsandbytes; `prepare_model_for_kbit_training` casts the remaining float
+weights to fp32 for stable updates and enables input gradients for gradient checkpointing.
 """
 
 from pathlib import Path
@@ -28,7 +30,8 @@ def is_4bit(model: torch.nn.Module) -> bool:
 
 def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
              gradient_checkpointing: bool = False) -> PeftModel:
-    """Wrap a Llava model with LoRA adapters on its LM projections; the vision tower stays frozen and adapter-free."""
+    """Wrap a Llava model with LoRA adapters on its LM projections; the vision tower stays frozen
+    and adapter-free."""
     if is_4bit(model):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     peft_model = get_peft_model(model, lora_config(r, alpha, dropout))
@@ -39,6 +42,6 @@ def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
 
 
 def merge_adapter(base: torch.nn.Module, adapter_dir: str | Path) -> torch.nn.Module:
-    """A plain (un-quantised) model with the adapter and the trained projector folded in: what plain transformers
-    loads without peft."""
+    """A plain (un-quantised) model with the adapter and the trained projector folded in: what plain
+    transformers loads without peft."""
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

@@ -1,10 +1,10 @@
 """The Gradio chat UI: pick or upload an image, ask questions, watch the answer stream in.
 
-`build_app(model_dir)` returns the Blocks (call `.launch()` on it, or show it inline in a notebook); `launch()`
-serves it on 127.0.0.1 unless told otherwise. Every handler turns bad input into a message in the status line
-instead of an exception, so a wrong file never takes the app down. The image handler opens only files uploaded to
-this app and its own examples: its API (`/use_image`) takes a path, and must not open, or say whether there is,
-any other file on the server.
+`build_app(model_dir)` returns the Blocks (call `.launch()` on it, or show it inline in a notebook);
+`launch()` serves it on 127.0.0.1 unless told otherwise. Every handler turns bad input into a
+message in the status line instead of an exception, so a wrong file never takes the app down. The
+image handler opens only files uploaded to this app and its own examples: its API (`/use_image`)
+takes a path, and must not open, or say whether there is, any other file on the server.
 """
 
 import logging
@@ -26,9 +26,9 @@ WELCOME = "Pick an example or upload an image, then ask a question about it."
 
 
 def example_images(world_dir: str | Path | None = None, n_world: int = 4) -> list[str]:
-    """A few held-out tiny-world figures and real images from data_samples/ (two NIH chest X-rays, two VQA-RAD and
-    two SLAKE images). The figures come from `world_dir` (run_dir/data) when it holds them, else are drawn afresh
-    (deterministic, milliseconds) into a temporary folder."""
+    """A few held-out tiny-world figures and real images from data_samples/ (two NIH chest X-rays,
+    two VQA-RAD and two SLAKE images). The figures come from `world_dir` (run_dir/data) when it
+    holds them, else are drawn afresh (deterministic, milliseconds) into a temporary folder."""
     paths: list[Path] = []
     if world_dir is not None:
         paths += sorted((Path(world_dir) / "images").glob("tw-heldout-*.png"))[:n_world]
@@ -59,7 +59,8 @@ def _caption(path: str) -> str:
 
 
 def _for_display(image: Image.Image, side: int = 256) -> Image.Image:
-    """Tiny-world figures are 64 px: shown enlarged (pixels kept sharp); the model gets the original."""
+    """Tiny-world figures are 64 px: shown enlarged (pixels kept sharp); the model gets the
+    original."""
     scale = side // max(image.size)
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
 
@@ -70,7 +71,8 @@ def _describe(image: Image.Image, name: str) -> str:
 
 def build_app(model_dir: str | Path | None = None, *, model=None, processor=None, examples: list[str] | None = None,
               device: str = "cpu", title: str = "llavamed-lite chat") -> gr.Blocks:
-    """The chat app over a saved checkpoint (`model_dir`) or an already loaded `model` and `processor`."""
+    """The chat app over a saved checkpoint (`model_dir`) or an already loaded `model` and
+    `processor`."""
     if model is None or processor is None:
         if model_dir is None:
             raise ValueError("build_app needs model_dir, or both model and processor")
@@ -82,11 +84,13 @@ def build_app(model_dir: str | Path | None = None, *, model=None, processor=None
 
 
 def _handlers(model, processor, examples: list[str]):
-    """The UI's event handlers: a new image (uploaded, or an example picked), and a question to answer."""
+    """The UI's event handlers: a new image (uploaded, or an example picked), and a question to
+    answer."""
     known = {Path(p).resolve() for p in examples}
 
     def servable(path) -> bool:
-        """An example, or a file in Gradio's upload folder (where every upload lands), links resolved."""
+        """An example, or a file in Gradio's upload folder (where every upload lands), links
+        resolved."""
         try:
             path = Path(path).resolve()
         except (OSError, ValueError):  # e.g. a NUL byte in the name
@@ -134,7 +138,8 @@ def _handlers(model, processor, examples: list[str]):
 
 
 def _layout(title: str, examples: list[str], use_image, pick_example, respond) -> gr.Blocks:
-    """The page: image picker and preview on the left, the conversation and its settings on the right."""
+    """The page: image picker and preview on the left, the conversation and its settings on the
+    right."""
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"# {title}\n**{RESEARCH_NOTICE}**", elem_id="notice")
         image_state = gr.State(None)
@@ -170,8 +175,8 @@ def _layout(title: str, examples: list[str], use_image, pick_example, respond) -
 
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
-    """Serve the app; local only unless `host` says otherwise. Fonts are the system's (no request leaves the
-    machine), uploads above the file-size limit are refused by the server."""
+    """Serve the app; local only unless `host` says otherwise. Fonts are the system's (no request
+    leaves the machine), uploads above the file-size limit are refused by the server."""
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     return app.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,

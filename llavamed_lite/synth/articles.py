@@ -1,4 +1,5 @@
-"""Synthetic PubMed Central open-access packages: JATS articles about tiny-world figures, packed like PMC's.
+"""Synthetic PubMed Central open-access packages: JATS articles about tiny-world figures, packed
+like PMC's.
 
     out_dir/
       oa_file_list.csv                      PMC's manifest layout: File, Article Citation, Accession ID,
@@ -8,13 +9,14 @@
       truth.json                            what a parser should find: ids, licence, figures (label, caption, file,
                                             findings), and every body sentence that cites a figure with the ids it cites
 
-The .nxml files look like PMC's: the JATS DOCTYPE, article-ids (pmid, pmc, doi), a licence in <permissions>,
-title, abstract, body sections whose paragraphs cite figures with <xref ref-type="fig" rid="F2">, including
-panels ("Figure 1B"), pairs ("Figures 1 and 2") and ranges ("Figs 2–4", written as two xrefs or as one xref
-with several rids), and <fig id> elements with <label>, <caption> (sometimes with a <title>) and
-<graphic xlink:href> (usually without the file extension, as in PMC). Figures sit in the body after the
-paragraph that first cites them, or in a <floats-group> at the end. Some figures have two panels, A and B.
-Deterministic: the same arguments give the same bytes (tar and gzip headers carry fixed times).
+The .nxml files look like PMC's: the JATS DOCTYPE, article-ids (pmid, pmc, doi), a licence in
+<permissions>, title, abstract, body sections whose paragraphs cite figures with <xref
+ref-type="fig" rid="F2">, including panels ("Figure 1B"), pairs ("Figures 1 and 2") and ranges
+("Figs 2–4", written as two xrefs or as one xref with several rids), and <fig id> elements with
+<label>, <caption> (sometimes with a <title>) and <graphic xlink:href> (usually without the file
+extension, as in PMC). Figures sit in the body after the paragraph that first cites them, or in a
+<floats-group> at the end. Some figures have two panels, A and B. Deterministic: the same arguments
+give the same bytes (tar and gzip headers carry fixed times).
 """
 
 import gzip
@@ -99,8 +101,8 @@ def _panel_image(panels: list[Image.Image]) -> Image.Image:
 
 
 def _article(index: int, seed: int, image_size: int) -> tuple[dict, bytes, list[str]]:
-    """One article: (truth, package .tar.gz bytes, manifest row). The random draws come in a fixed order
-    (metadata, figures, citing text, front matter), so a seed always gives the same bytes."""
+    """One article: (truth, package .tar.gz bytes, manifest row). The random draws come in a fixed
+    order (metadata, figures, citing text, front matter), so a seed always gives the same bytes."""
     rng = np.random.default_rng([seed, 7, index])
     a = _metadata(index, seed, rng)
     figures, files = _figures(a, image_size, rng)
@@ -120,7 +122,8 @@ def _article(index: int, seed: int, image_size: int) -> tuple[dict, bytes, list[
 
 
 def _metadata(index: int, seed: int, rng) -> dict:
-    """Ids, journal, date, licence, the figure-labelling style, the main domain and the number of figures."""
+    """Ids, journal, date, licence, the figure-labelling style, the main domain and the number of
+    figures."""
     pmc_number = 9_000_000 + 10_000 * (seed % 100) + index
     a = {"index": index, "pmc_number": pmc_number, "pmcid": f"PMC{pmc_number}",
          "pmid": str(39_000_000 + 10_000 * (seed % 100) + index)}
@@ -137,7 +140,8 @@ def _metadata(index: int, seed: int, rng) -> dict:
 
 
 def _figures(a: dict, image_size: int, rng) -> tuple[list[dict], dict[str, bytes]]:
-    """The figures' truth (panels and their findings, captions) and their image files (JPEG and GIF thumbnail)."""
+    """The figures' truth (panels and their findings, captions) and their image files (JPEG and GIF
+    thumbnail)."""
     figures, files = [], {}
     for k in range(1, a["n_figs"] + 1):
         domain = a["main"] if k == 1 or rng.random() < 0.7 else _pick(rng, DOMAINS)
@@ -163,8 +167,8 @@ def _figures(a: dict, image_size: int, rng) -> tuple[list[dict], dict[str, bytes
 
 
 class _Citer:
-    """Writes citing sentences as XML, and records each one (plain text) as a citation and as its figures'
-    mentions."""
+    """Writes citing sentences as XML, and records each one (plain text) as a citation and as its
+    figures' mentions."""
 
     def __init__(self, figures: list[dict]):
         self.figures, self.citations = figures, []  # citations: {"sentence": plain text, "fig_ids": [...]}
@@ -178,8 +182,9 @@ class _Citer:
 
 
 def _citing_text(a: dict, figures: list[dict], rng) -> tuple[list[str], list[str], list[dict]]:
-    """Results (a paragraph per figure, citing it and its panels among uncited sentences) and the discussion's
-    sentences (a pair or a range of figures in one citation, as articles write them), with the citations."""
+    """Results (a paragraph per figure, citing it and its panels among uncited sentences) and the
+    discussion's sentences (a pair or a range of figures in one citation, as articles write them),
+    with the citations."""
     citer, word, plural = _Citer(figures), a["word"], a["plural"]
     results = []
     for fig in figures:
@@ -214,8 +219,8 @@ def _citing_text(a: dict, figures: list[dict], rng) -> tuple[list[str], list[str
 
 def _article_xml(a: dict, figures: list[dict], results: list[str], discussion: list[str], floats: bool,
                  rng) -> str:
-    """The JATS article: front matter (its title, abstract and type drawn here, into `a`), body, references; the
-    figures inside the results, or in a floats group at the end."""
+    """The JATS article: front matter (its title, abstract and type drawn here, into `a`), body,
+    references; the figures inside the results, or in a floats group at the end."""
     fig_xml = [_fig_xml(fig) for fig in figures]
     results_xml = "".join(results) if floats else "".join(p + f for p, f in zip(results, fig_xml))
     topic, main = TOPIC[a["main"]], a["main"]
@@ -280,9 +285,9 @@ def _targz(top: str, files: dict[str, bytes]) -> bytes:
 
 
 def write_pmc_packages(out_dir: str | Path, n_articles: int, seed: int = 0, image_size: int = 128) -> dict:
-    """Write n_articles synthetic PMC packages, their oa_file_list.csv and truth.json under out_dir (see module
-    docstring); returns {"root", "manifest", "truth", "packages": [paths]}. Skips the work when out_dir already
-    holds them for the same arguments."""
+    """Write n_articles synthetic PMC packages, their oa_file_list.csv and truth.json under out_dir
+    (see module docstring); returns {"root", "manifest", "truth", "packages": [paths]}. Skips the
+    work when out_dir already holds them for the same arguments."""
     args = {"version": ARTICLES_VERSION, "n_articles": check_count("n_articles", n_articles),
             "seed": check_count("seed", seed), "image_size": check_size(image_size)}
     root = Path(out_dir)

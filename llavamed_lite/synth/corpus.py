@@ -1,17 +1,17 @@
 """The text the tiny towers pretrain on, made from the TRAINING split of the tiny world only.
 
-The LM's pretraining text decides whether stage 1 can work (measured while building the tiny recipe): a
-frozen LM can only write after the image slot what it learned to write after such a slot. So besides plain
-captions and inline mentions, the corpus holds the formats of the later stages with text standing where the
-image will go:
+The LM's pretraining text decides whether stage 1 can work (measured while building the tiny
+recipe): a frozen LM can only write after the image slot what it learned to write after such a slot.
+So besides plain captions and inline mentions, the corpus holds the formats of the later stages with
+text standing where the image will go:
 
     plain (stage 1):            <s>{stand-in}\\n{caption}</s>             stage 1 feeds <s><image tokens>{caption}</s>
     mistral_instruct (stage 2): <s>[INST] {stand-in}\\n{instruction} [/INST] {paraphrase}</s>
                                 <s>[INST] {stand-in}\\n{q1} [/INST] {a1}</s>[INST] {q2} [/INST] {a2}</s>
 
-The stand-in is the caption, the plain description or a paraphrase of the same figure, so the LM learns to read
-the findings from whatever fills the image slot and restate them. Documents are strings without <s>/</s>: the
-tokenizer adds <s>, the packer adds </s>.
+The stand-in is the caption, the plain description or a paraphrase of the same figure, so the LM
+learns to read the findings from whatever fills the image slot and restate them. Documents are
+strings without <s>/</s>: the tokenizer adds <s>, the packer adds </s>.
 """
 
 from typing import Any
@@ -42,7 +42,8 @@ def mistral_instruct_text(turns: list[tuple[str, str]]) -> str:
 
 
 def lm_documents(records: list[dict], rng: Any) -> list[str]:
-    """Pretraining documents for the LM from caption records (with their findings): see module docstring."""
+    """Pretraining documents for the LM from caption records (with their findings): see module
+    docstring."""
     rng = as_rng(rng)
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
     docs = []

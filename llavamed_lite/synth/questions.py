@@ -1,15 +1,16 @@
 """VQA questions with known answers, and a plain description, from a figure's findings.
 
-`questions_for(findings, rng)` gives every question the findings can answer, in the VQA-RAD/SLAKE style:
-CLOSED questions answered "yes"/"no" (about half of them "no": side and size questions sometimes name the
-wrong side or size on purpose) and OPEN questions answered by a short phrase. Each is a dict
-{question, answer, answer_type: "CLOSED" | "OPEN", question_type: modality | organ | finding | side | zone |
-size | count | colour | sequence | stain | ..., about}. `question_type` is the VQA category (all findings are
-"finding"); `about` names what exactly is asked (e.g. nodule, cardiomegaly, oedema, glands; region for the
-body-region question; otherwise the question_type), so an answer can be looked up (instruct/offline.py).
-Phrasings vary with `rng`.
+`questions_for(findings, rng)` gives every question the findings can answer, in the VQA-RAD/SLAKE
+style: CLOSED questions answered "yes"/"no" (about half of them "no": side and size questions
+sometimes name the wrong side or size on purpose) and OPEN questions answered by a short phrase.
+Each is a dict {question, answer, answer_type: "CLOSED" | "OPEN", question_type: modality | organ |
+finding | side | zone | size | count | colour | sequence | stain | ..., about}. `question_type` is
+the VQA category (all findings are "finding"); `about` names what exactly is asked (e.g. nodule,
+cardiomegaly, oedema, glands; region for the body-region question; otherwise the question_type), so
+an answer can be looked up (instruct/offline.py). Phrasings vary with `rng`.
 
-`describe(findings)` is one deterministic sentence of what the image shows, for text-only instruction writers.
+`describe(findings)` is one deterministic sentence of what the image shows, for text-only
+instruction writers.
 """
 
 from typing import Any

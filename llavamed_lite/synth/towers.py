@@ -1,13 +1,13 @@
 """Stage 0 of tiny mode: pretrain the two towers that LLaVA-Med downloads at full scale.
 
-- `train_clip`: a tiny `CLIPModel` trained contrastively (return_loss=True) on tiny-world image-caption pairs.
-  Vision 128 wide x 4 layers, patch 16 at 64 px: 16 image tokens (+ CLS); 64 tokens (patch 8) doubled step times
-  and learned less in the same time.
-- `train_lm`: a tiny `MistralForCausalLM` trained on the corpus of `corpus.lm_documents` (training split only),
-  packed into fixed-length blocks.
-- Metrics: CLIP zero-shot domain accuracy and finding retrieval on held-out figures; LM perplexity on held-out
-  captions against a unigram model of the training text, and closed-question accuracy when the caption stands
-  in for the image.
+- `train_clip`: a tiny `CLIPModel` trained contrastively (return_loss=True) on tiny-world
+  image-caption pairs. Vision 128 wide x 4 layers, patch 16 at 64 px: 16 image tokens (+ CLS); 64
+  tokens (patch 8) doubled step times and learned less in the same time.
+- `train_lm`: a tiny `MistralForCausalLM` trained on the corpus of `corpus.lm_documents` (training
+  split only), packed into fixed-length blocks.
+- Metrics: CLIP zero-shot domain accuracy and finding retrieval on held-out figures; LM perplexity
+  on held-out captions against a unigram model of the training text, and closed-question accuracy
+  when the caption stands in for the image.
 """
 
 import math
@@ -76,7 +76,8 @@ def clip_config(tokenizer, s: ClipSettings) -> CLIPConfig:
 
 
 def image_processor(image_size: int) -> CLIPImageProcessorPil:
-    """CLIP's preprocessing at the tiny size (saved beside the CLIP weights so AutoImageProcessor finds it)."""
+    """CLIP's preprocessing at the tiny size (saved beside the CLIP weights so AutoImageProcessor
+    finds it)."""
     return CLIPImageProcessorPil(size={"shortest_edge": image_size},
                                  crop_size={"height": image_size, "width": image_size})
 
@@ -121,21 +122,22 @@ def train_clip(pixels: torch.Tensor, texts: list[str], tokenizer, s: ClipSetting
 
 
 def domain_prompts(n_per_domain: int = 60, seed: int = 0) -> dict[str, list[str]]:
-    """Caption-like prompts for each domain, over random findings ("Axial T2-weighted MRI of the brain showing ..."),
-    for zero-shot classification; no held-out figure is used."""
+    """Caption-like prompts for each domain, over random findings ("Axial T2-weighted MRI of the
+    brain showing ..."), for zero-shot classification; no held-out figure is used."""
     rng = as_rng(seed)
     return {d: [caption(sample_findings(d, rng), rng) for _ in range(n_per_domain)] for d in DOMAINS}
 
 
 def zero_shot_domain(model: CLIPModel, tokenizer, pixels: torch.Tensor, max_length: int = 96) -> np.ndarray:
-    """Predicted domain index (into DOMAINS) per image: the domain whose prompts take the most probability under
-    CLIP's softmax over all prompts (`llavamed_lite.zero_shot`, curation's image classifier too)."""
+    """Predicted domain index (into DOMAINS) per image: the domain whose prompts take the most
+    probability under CLIP's softmax over all prompts (`llavamed_lite.zero_shot`, curation's image
+    classifier too)."""
     return np.array(ZeroShotClassifier(model, tokenizer, domain_prompts(), max_length).predict(pixels))
 
 
 def counterfactual(findings: dict, rng) -> dict:
-    """The same findings with one finding changed (e.g. the nodule on the other side, or no nodule at all; the
-    details of a lesion that appears are drawn at random)."""
+    """The same findings with one finding changed (e.g. the nodule on the other side, or no nodule
+    at all; the details of a lesion that appears are drawn at random)."""
     rng = as_rng(rng)
     f = validate_findings(findings)
     parent, dependent = PRESENCE[f["domain"]]
@@ -157,8 +159,8 @@ def counterfactual(findings: dict, rng) -> dict:
 
 def finding_retrieval(model: CLIPModel, tokenizer, pixels: torch.Tensor, findings: list[dict], seed: int = 0,
                       max_length: int = 96) -> float:
-    """Fraction of images whose own caption scores above the caption of a one-finding counterfactual (chance 0.5);
-    both captions are written with the same random phrasing."""
+    """Fraction of images whose own caption scores above the caption of a one-finding counterfactual
+    (chance 0.5); both captions are written with the same random phrasing."""
     rng = as_rng(seed)
     true_texts, false_texts = [], []
     for f in findings:
@@ -174,7 +176,8 @@ def finding_retrieval(model: CLIPModel, tokenizer, pixels: torch.Tensor, finding
 
 def caption_retrieval(model: CLIPModel, tokenizer, pixels: torch.Tensor, texts: list[str], findings: list[dict],
                       max_length: int = 96) -> float:
-    """Image -> caption top-1 over all given captions; correct when the retrieved caption has the image's findings."""
+    """Image -> caption top-1 over all given captions; correct when the retrieved caption has the
+    image's findings."""
     sims = embed_images(model, pixels) @ embed_texts(model, tokenizer, texts, max_length).T
     best = sims.argmax(1).tolist()
     return float(np.mean([findings[b] == findings[i] for i, b in enumerate(best)]))
@@ -244,7 +247,8 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 64) -> floa
 
 
 def unigram_perplexity(tokenizer, train_docs: list[str], texts: list[str]) -> float:
-    """Perplexity of a unigram model (add-one smoothed token frequencies of the training text) on the same tokens."""
+    """Perplexity of a unigram model (add-one smoothed token frequencies of the training text) on
+    the same tokens."""
     counts = np.ones(len(tokenizer), dtype=np.float64)
     for seq in _targets(tokenizer, train_docs):
         np.add.at(counts, seq[1:], 1)
@@ -255,8 +259,9 @@ def unigram_perplexity(tokenizer, train_docs: list[str], texts: list[str]) -> fl
 
 @torch.no_grad()
 def closed_qa_from_caption(model, tokenizer, records: list[dict], seed: int = 0, batch_size: int = 64) -> float:
-    """With the caption standing in for the image, how often the LM prefers the right one of " yes" / " no" for the
-    figure's closed questions (held-out records; chance about 0.5). Shows the LM reads findings from the slot."""
+    """With the caption standing in for the image, how often the LM prefers the right one of " yes"
+    / " no" for the figure's closed questions (held-out records; chance about 0.5). Shows the LM
+    reads findings from the slot."""
     rng = as_rng(seed)
     prompts, answers = [], []
     for r in records:

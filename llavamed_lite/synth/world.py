@@ -1,4 +1,5 @@
-"""The tiny world on disk: figures, LLaVA-Med caption files and VQA records, in a train and a held-out split.
+"""The tiny world on disk: figures, LLaVA-Med caption files and VQA records, in a train and a
+held-out split.
 
     out_dir/
       images/{pair_id}.png         the figures (RGB PNG, image_size px square)
@@ -8,12 +9,12 @@
       vqa_heldout.json
       world.json                   the arguments it was built with (written last: its presence means "complete")
 
-Figure i of a split comes from its own random streams (seed, split, i; one for findings and text, one for
-drawing), so the first N figures are the same whatever n_train is, the same seed gives identical bytes, and the
-same figure at another image_size has the same findings, caption and questions. The splits share no
-image and no question record.
-Figures cycle through the five domains, so any prefix is balanced. Three figures make one synthetic "article"
-(same pmid, figure numbers 1-3).
+Figure i of a split comes from its own random streams (seed, split, i; one for findings and text,
+one for drawing), so the first N figures are the same whatever n_train is, the same seed gives
+identical bytes, and the same figure at another image_size has the same findings, caption and
+questions. The splits share no image and no question record. Figures cycle through the five domains,
+so any prefix is balanced. Three figures make one synthetic "article" (same pmid, figure numbers
+1-3).
 """
 
 from pathlib import Path
@@ -81,8 +82,8 @@ def figure(split: str, index: int, seed: int, image_size: int) -> tuple[dict, An
 
 def build_tiny_world(out_dir: str | Path, n_train: int, n_heldout: int, image_size: int = 64, seed: int = 0,
                      progress: bool = False) -> dict[str, Path]:
-    """Write the tiny world under out_dir (see module docstring) and return its paths. Skips the work when
-    out_dir already holds a complete world built with the same arguments."""
+    """Write the tiny world under out_dir (see module docstring) and return its paths. Skips the
+    work when out_dir already holds a complete world built with the same arguments."""
     args = {"version": WORLD_VERSION, "n_train": check_count("n_train", n_train),
             "n_heldout": check_count("n_heldout", n_heldout), "image_size": check_size(image_size),
             "seed": check_count("seed", seed)}
