@@ -35,8 +35,8 @@ lab: $(STAMP)
 	env -u MPLBACKEND $(BIN)/jupyter-lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
 		--MappingKernelManager.default_kernel_name=python3 --allow-root
 
-# The notebooks run as a smoke test here: LLAVAMED_LITE_QUICK=1 caps each tiny training stage at 300 steps (config.py),
-# so CI stays well under 30 minutes; `make demo` and `make notebooks` run the full tiny recipe. They run from a copy
+# The notebooks run as a smoke test here: LLAVAMED_LITE_QUICK=1 caps each tiny training stage at 40 steps on a smaller
+# tiny world (config.py, QUICK_*), so `make test` stays under 10 minutes; `make demo` and `make notebooks` run the full tiny recipe. They run from a copy
 # in build/, so the smoke test's runs never replace a full run in notebooks/runs/ (where a notebook run by hand writes).
 QUICK_NOTEBOOKS := build/quick-notebooks
 

@@ -14,11 +14,15 @@ from .paths import TINY_FOUNDATION
 
 SCALES = ("tiny", "lora", "full")
 # Quick mode (`make test`, `llavamed-lite run --quick`): a smoke test of every code path in minutes. Each training
-# stage is cut to QUICK_STEPS; at `lora` / `full` the batches shrink to 2 and the inputs are those that need no
-# network (the curated chain on the synthetic PMC packages, VQA-RAD), so the GPU presets' shapes run on a CPU with
-# miniature models (`llavamed-lite make-mini`). `make demo` / `make notebooks` run the full tiny recipe.
+# stage is cut to QUICK_STEPS, the tiny world shrinks to QUICK_WORLD (training figures, held-out figures, PMC
+# packages) and benchmark evaluations to QUICK_EVAL questions; at `lora` / `full` the batches shrink to 2 and the
+# inputs are those that need no network (the curated chain on the synthetic PMC packages, VQA-RAD), so the GPU
+# presets' shapes run on a CPU with miniature models (`llavamed-lite make-mini`). `make demo` / `make notebooks`
+# run the full tiny recipe.
 QUICK_ENV = "LLAVAMED_LITE_QUICK"
-QUICK_STEPS = {"tiny": 300, "lora": 2, "full": 2}
+QUICK_STEPS = {"tiny": 40, "lora": 2, "full": 2}
+QUICK_WORLD = {"tiny": (600, 60, 12), "lora": (40, 20, 12), "full": (40, 20, 12)}
+QUICK_EVAL = {"tiny": 60, "lora": 24, "full": 24}
 HUB_VISION = "openai/clip-vit-large-patch14-336"
 HUB_LM = "mistralai/Mistral-7B-Instruct-v0.2"
 # Where LLaVA-Med's official download script fetches its released data (CC BY-NC 4.0: fetched at run time, never
@@ -199,10 +203,10 @@ def apply_quick(cfg: Config) -> Config:
         stage.max_steps = steps if stage.max_steps < 0 else min(stage.max_steps, steps)
         if cfg.scale != "tiny":
             stage.batch_size, stage.grad_accum = 2, 1
+    cfg.data.n_train_figures, cfg.data.n_heldout_figures, cfg.data.n_articles = QUICK_WORLD[cfg.scale]
+    cfg.data.eval_limit = QUICK_EVAL[cfg.scale]
     if cfg.scale != "tiny":
         cfg.data.source = "curated"
-        cfg.data.n_train_figures, cfg.data.n_heldout_figures, cfg.data.n_articles = 40, 20, 12
-        cfg.data.eval_limit = 24
     return cfg
 
 

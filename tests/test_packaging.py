@@ -73,7 +73,8 @@ def test_quick_mode_cuts_the_training_steps_at_every_scale(monkeypatch):
     quick = load_config("tiny")
     cap = QUICK_STEPS["tiny"]
     assert [s.max_steps for s in (quick.stage1, quick.stage2, quick.vqa)] == [min(tiny.stage1.max_steps, cap), cap, cap]
-    assert (quick.stage2.lr, quick.vqa.lr, quick.model, quick.data) == (tiny.stage2.lr, tiny.vqa.lr, tiny.model, tiny.data)
+    assert (quick.stage2.lr, quick.vqa.lr, quick.model) == (tiny.stage2.lr, tiny.vqa.lr, tiny.model)
+    assert quick.data.n_train_figures < tiny.data.n_train_figures and quick.data.source == tiny.data.source
     assert quick.stage2.batch_size == tiny.stage2.batch_size
     assert load_config("tiny", {"stage2.max_steps": 5}).stage2.max_steps == 5  # explicit overrides still win
     for scale in ("lora", "full"):

@@ -146,3 +146,14 @@ def test_with_small_images_shrinks_each_image_once(rad_test, tmp_path):
     bad = VQAItem("q-bad", str(broken), "?", "yes", "CLOSED")
     with pytest.raises(RecordError, match=r"question q-bad: .*broken.jpg: not a readable image"):
         with_small_images([bad], tmp_path / "small2", 96)
+
+
+def test_plot_loss_draws_each_history_on_a_log_axis():
+    from llavamed_lite.eval.report import plot_loss
+
+    history = [{"step": s, "loss": 1 / s} for s in (1, 10, 100)]
+    fig = plot_loss({"full": history, "LoRA": history[:2]}, "stage 2")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and [len(line.get_xdata()) for line in ax.get_lines()] == [3, 2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full", "LoRA"]
+    assert plot_loss(history).axes[0].get_legend() is None

@@ -169,15 +169,23 @@ def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "
     return "\n".join(lines)
 
 
-def plot_loss(history: Sequence[dict], title: str = "training loss", ax=None):
-    """A stage's loss_history.json (step, loss) as a curve."""
+def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = "training loss", ax=None):
+    """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one axis. The loss axis
+    is logarithmic: late in training 0.012 against 0.044 is the difference that matters, and a linear axis flattens
+    it to the floor."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+        _, ax = plt.subplots(figsize=(6, 3))
+    curves = history if isinstance(history, dict) else {None: history}
+    for label, rows in curves.items():
+        ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], label=label)
+    ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("training loss (log scale)")
     ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    if len(curves) > 1:
+        ax.legend()
     ax.figure.tight_layout()
     return ax.figure
