@@ -68,7 +68,8 @@ class ImagePrefixes:
 
     def __init__(self, model, processor, batch_size: int):
         self.model, self.processor, self.batch_size = model, processor, batch_size
-        self.caches: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # image -> per layer keys, values
+        # image -> per layer (keys, values)
+        self.caches: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def encode(self, items: Iterable[VQAItem]) -> None:
         """Encode the first `batch_size` images of `items` that are not encoded yet, in one pass."""
@@ -78,21 +79,25 @@ class ImagePrefixes:
                 break
             if str(it.image) not in self.caches:
                 firsts.setdefault(str(it.image), it)
-        model = self.model
-        pixel_values = self.processor.image_processor([item_image(it) for it in firsts.values()],
-                                                      return_tensors="pt")["pixel_values"]  # (images, 3, H, W)
-        prefix = torch.tensor(image_prefix(model, self.processor))  # "<s>[INST] " and the image's tokens
-        cache = DynamicCache()  # keeps every column (a sliding-window cache drops the oldest), as `join` expects
-        device = model_device(model)
-        model(input_ids=prefix.expand(len(firsts), -1).to(device), cache=cache, use_cache=True, logits_to_keep=1,
-              pixel_values=pixel_values.to(device, model.dtype))
+        model, device = self.model, model_device(self.model)
+        images = [item_image(it) for it in firsts.values()]
+        pixel_values = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values.to(device, model.dtype)  # (images, 3, H, W)
+        prefix = torch.tensor(image_prefix(model, self.processor))  # "<s>[INST] ", image tokens
+        # keeps every column (a sliding-window cache drops the oldest), as `join` expects
+        cache = DynamicCache()
+        model(input_ids=prefix.expand(len(firsts), -1).to(device), cache=cache, use_cache=True,
+              logits_to_keep=1, pixel_values=pixel_values)
         for row, image in enumerate(firsts):  # (1, kv_heads, prefix, head_dim) each
-            self.caches[image] = [(layer.keys[row:row + 1], layer.values[row:row + 1]) for layer in cache.layers]
+            self.caches[image] = [(layer.keys[row:row + 1], layer.values[row:row + 1])
+                                  for layer in cache.layers]
 
     def cache_for(self, items: list[VQAItem]) -> DynamicCache:
         """A cache of (len(items), ...) holding each item's prefix; the images must be encoded."""
-        per_layer = zip(*(self.caches[str(it.image)] for it in items))  # per layer: each item's (keys, values)
-        return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in per_layer])
+        # per layer: each item's (keys, values)
+        per_layer = zip(*(self.caches[str(it.image)] for it in items))
+        return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv]))
+                             for kv in per_layer])
 
     def ready(self, items: list[VQAItem], upcoming: Iterable[VQAItem]) -> None:
         """Make sure the images of `items` are encoded. If some are not: drop the caches no item
@@ -100,7 +105,8 @@ class ImagePrefixes:
         next images of `items` and then of `upcoming`."""
         if all(str(it.image) in self.caches for it in items):
             return
-        self.caches = {image: cache for image, cache in self.caches.items() if image in {str(it.image) for it in items}}
+        needed = {str(it.image) for it in items}
+        self.caches = {image: cache for image, cache in self.caches.items() if image in needed}
         self.encode(chain(items, upcoming))
 
 
@@ -121,8 +127,8 @@ class Rows:
         self.cache.batch_select_indices(index)
         for layer in self.cache.layers:
             layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-        return Rows([i for i, k in zip(self.items, keep) if k], self.cache, mask[:, start:], self.positions[index],
-                    self.last[index])
+        return Rows([i for i, k in zip(self.items, keep) if k], self.cache, mask[:, start:],
+                    self.positions[index], self.last[index])
 
 
 def join(a: Rows | None, b: Rows) -> Rows:
@@ -144,31 +150,35 @@ def join(a: Rows | None, b: Rows) -> Rows:
                 torch.cat([a.positions, b.positions]), torch.cat([a.last, b.last]))
 
 
-def start_rows(model, processor, prefixes: ImagePrefixes, items: list[VQAItem], questions: list[list[int]],
-               indices: list[int]) -> Rows:
+def start_rows(model, processor, prefixes: ImagePrefixes, items: list[VQAItem],
+               questions: list[list[int]], indices: list[int]) -> Rows:
     """Read the questions `indices` (token ids after the image) after their images' prefixes, and
     write each one's first answer token.
 
     The questions are padded on their left to one length: the padding sits between prefix and
     question, masked out, and position ids skip it."""
     batch = [questions[i] for i in indices]
-    cache = prefixes.cache_for([items[i] for i in indices])  # per layer (rows, kv_heads, prefix, head_dim)
+    # per layer (rows, kv_heads, prefix, head_dim)
+    cache = prefixes.cache_for([items[i] for i in indices])
     prefix_len = cache.get_seq_length()
-    ids, question_mask = pad_rows(batch, processor.tokenizer.pad_token_id, side="left")  # (rows, width) each
-    mask = torch.cat([question_mask.new_ones(len(batch), prefix_len), question_mask], 1)  # (rows, prefix + width)
-    positions = (mask.cumsum(1) - 1)[:, prefix_len:]  # (rows, width): the padding does not advance positions
+    # (rows, width) each
+    ids, question_mask = pad_rows(batch, processor.tokenizer.pad_token_id, side="left")
+    # (rows, prefix + width)
+    mask = torch.cat([question_mask.new_ones(len(batch), prefix_len), question_mask], 1)
+    # (rows, width): the padding does not advance positions
+    positions = (mask.cumsum(1) - 1)[:, prefix_len:]
     device = model_device(model)
     mask, positions = mask.to(device), positions.to(device)
-    logits = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits  # (rows, 1, vocab)
+    logits = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+                   cache=cache, use_cache=True, logits_to_keep=1).logits  # (rows, 1, vocab)
     return Rows(list(indices), cache, mask, positions[:, -1:] + 1, logits[:, -1].argmax(-1))
 
 
 def step(model, rows: Rows) -> Rows:
     """Every row writes its next token (greedy)."""
-    mask = torch.cat([rows.mask, rows.mask.new_ones(len(rows.items), 1)], dim=1)  # (rows, length + 1)
-    logits = model(input_ids=rows.last[:, None], attention_mask=mask, position_ids=rows.positions, cache=rows.cache,
-                   use_cache=True, logits_to_keep=1).logits  # (rows, 1, vocab)
+    mask = torch.cat([rows.mask, rows.mask.new_ones(len(rows.items), 1)], dim=1)  # (rows, length+1)
+    logits = model(input_ids=rows.last[:, None], attention_mask=mask, position_ids=rows.positions,
+                   cache=rows.cache, use_cache=True, logits_to_keep=1).logits  # (rows, 1, vocab)
     return Rows(rows.items, rows.cache, mask, rows.positions + 1, logits[:, -1].argmax(-1))
 
 
@@ -178,17 +188,19 @@ def question_tokens(model, processor, items: list[VQAItem]) -> list[list[int]]:
     for it in items:
         try:
             it.question.encode("utf-8")
-        except UnicodeEncodeError as e:  # e.g. a lone surrogate from a "\ud800" escape in the question file
+        except UnicodeEncodeError as e:  # e.g. a lone surrogate from a "\ud800" escape in the file
             raise ValueError(f"question {it.question_id}: the text is not valid Unicode "
                              f"({e.reason} at character {e.start})") from None
-    prompts = [prompt(processor, with_image(it.question), n_image=1) for it in items]  # one image token each
+    # one image token each
+    prompts = [prompt(processor, with_image(it.question), n_image=1) for it in items]
     image = model.config.image_token_id
     head = prompts[0][:prompts[0].index(image) + 1] if image in prompts[0] else None
     if head is None or any(p[:len(head)] != head for p in prompts):
         raise ValueError("the prompts do not share the chat template's prefix up to the image")
     for it, p in zip(items, prompts):
         if image in p[len(head):]:
-            raise ValueError(f"question {it.question_id}: the text holds the image token {processor.image_token!r}")
+            raise ValueError(f"question {it.question_id}: the text holds the image token "
+                             f"{processor.image_token!r}")
     return [p[len(head):] for p in prompts]
 
 
@@ -199,7 +211,8 @@ def image_prefix(model, processor) -> list[int]:
     return ids[:max(i for i, token in enumerate(ids) if token == model.config.image_token_id) + 1]
 
 
-def check_context(model, processor, items: list[VQAItem], questions: list[list[int]], max_new_tokens: int) -> None:
+def check_context(model, processor, items: list[VQAItem], questions: list[list[int]],
+                  max_new_tokens: int) -> None:
     """Refuse, naming the first question, prompts that leave no room for `max_new_tokens` in the
     LM's context (max_position_embeddings). The prefix up to the image's last token is the same for
     every question."""
@@ -209,9 +222,9 @@ def check_context(model, processor, items: list[VQAItem], questions: list[list[i
     prefix = len(image_prefix(model, processor))
     for it, question in zip(items, questions):
         if prefix + len(question) + max_new_tokens > limit:
-            raise ValueError(f"question {it.question_id}: {prefix + len(question)} prompt tokens + {max_new_tokens} "
-                             f"new tokens exceed the model's context of {limit} tokens (shorten the question or "
-                             "lower --max-new-tokens)")
+            raise ValueError(f"question {it.question_id}: {prefix + len(question)} prompt tokens + "
+                             f"{max_new_tokens} new tokens exceed the model's context of {limit} "
+                             "tokens (shorten the question or lower --max-new-tokens)")
 
 
 def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: int) -> list[int]:
@@ -227,7 +240,8 @@ def shortest_first_per_images(items: list[VQAItem], lengths: list[int], images: 
     return order + sorted(run, key=lengths.__getitem__)
 
 
-def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16, max_new_tokens: int = 64,
+def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
+                   max_new_tokens: int = 64,
                    engine: str | None = None) -> Iterator[tuple[int, str]]:
     """(index, answer) of every question in `items`, in the order they finish, by greedy decoding.
 
@@ -243,7 +257,8 @@ def stream_answers(model, processor, items: list[VQAItem], batch_size: int = 16,
 
     `engine` "cache" is this loop; "generate" is `llavamed_lite.generation.generate`, `batch_size`
     questions at a time, slower but with the same greedy answers. By default the loop runs on the
-    transformers releases it was checked with (`CACHE_ENGINE_TRANSFORMERS`), `generate` on others."""
+    transformers releases it was checked with (`CACHE_ENGINE_TRANSFORMERS`), `generate` on
+    others."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     engine = engine or ("cache" if cache_engine_supported() else "generate")
@@ -263,8 +278,8 @@ def _generate_in_batches(model, processor, items: list[VQAItem], batch_size: int
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         prompts = [prompt(processor, with_image(it.question)) for it in batch]
-        yield from enumerate(generate(model, processor, prompts, [item_image(it) for it in batch], max_new_tokens),
-                             start)
+        images = [item_image(it) for it in batch]
+        yield from enumerate(generate(model, processor, prompts, images, max_new_tokens), start)
 
 
 @torch.inference_mode()
@@ -296,17 +311,19 @@ def _decode(model, processor, items: list[VQAItem], questions: list[list[int]], 
             if i in written:
                 written[i].append(token)
                 if token == eos or len(written[i]) >= max_new_tokens:
-                    yield i, processor.tokenizer.decode(written.pop(i), skip_special_tokens=True).strip()
+                    text = processor.tokenizer.decode(written.pop(i), skip_special_tokens=True)
+                    yield i, text.strip()
 
 
-def answer_questions(model, processor, items: list[VQAItem], batch_size: int = 16, max_new_tokens: int = 64,
-                     engine: str | None = None) -> list[str]:
+def answer_questions(model, processor, items: list[VQAItem], batch_size: int = 16,
+                     max_new_tokens: int = 64, engine: str | None = None) -> list[str]:
     """Greedy answers to `items`, in their order (see `stream_answers`)."""
     answers = dict(stream_answers(model, processor, items, batch_size, max_new_tokens, engine))
     return [answers[i] for i in range(len(items))]
 
 
-def answered(path: str | Path, model_id: str | None = None, fingerprint: str | None = None) -> dict[str, str]:
+def answered(path: str | Path, model_id: str | None = None,
+             fingerprint: str | None = None) -> dict[str, str]:
     """question_id -> prompt of the answers already in an answer file (a line cut short by a crash
     does not count). With model_id (and the weights' fingerprint, `evaluate.model_fingerprint`),
     refuse a file that another model wrote, so answers of two models never mix: two models can share
@@ -319,13 +336,13 @@ def answered(path: str | Path, model_id: str | None = None, fingerprint: str | N
         if not isinstance(row, dict) or "question_id" not in row:
             raise ValueError(f"{path}: line {i} is not an answer record (no question_id)")
         if model_id is not None and row.get("model_id") != model_id:
-            raise ValueError(f"{path}: line {i} was written by model {row.get('model_id')!r}, not {model_id!r}; "
-                             "use another output file")
+            raise ValueError(f"{path}: line {i} was written by model {row.get('model_id')!r}, "
+                             f"not {model_id!r}; use another output file")
         written_by = (row.get("metadata") or {}).get("model_fingerprint")
         if fingerprint is not None and written_by != fingerprint:
-            raise ValueError(f"{path}: line {i} was answered by other weights (fingerprint {written_by}, this model's "
-                             f"is {fingerprint}); pass --restart (restart=True) to answer again, or use another "
-                             "output file")
+            raise ValueError(f"{path}: line {i} was answered by other weights (fingerprint "
+                             f"{written_by}, this model's is {fingerprint}); pass --restart "
+                             "(restart=True) to answer again, or use another output file")
         done[str(row["question_id"])] = row.get("prompt")
     return done
 
@@ -335,9 +352,10 @@ def answer_id(model_id: str, question_id: str) -> str:
     return hashlib.sha256(f"{model_id}\n{question_id}".encode()).hexdigest()[:22]
 
 
-def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path, model_id: str,
-                     batch_size: int = 16, max_new_tokens: int = 64, progress: bool = True,
-                     fingerprint: str | None = None, engine: str | None = None) -> list[dict]:
+def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str | Path,
+                     model_id: str, batch_size: int = 16, max_new_tokens: int = 64,
+                     progress: bool = True, fingerprint: str | None = None,
+                     engine: str | None = None) -> list[dict]:
     """Answer every item not yet in `out_path` and append the answers there (questions on one image
     together), then put the file in the order of `items` (`in_question_order`); return the answer
     records of `items`, in their order. `fingerprint` (of the weights) is kept in each answer's
@@ -347,26 +365,30 @@ def generate_answers(model, processor, items: Iterable[VQAItem], out_path: str |
     if len(set(ids)) != len(ids):
         raise ValueError("question_ids are not unique: answers could not be matched to questions")
     done = answered(out_path, model_id, fingerprint)
-    for it in items:  # e.g. a rerun with the closed suffix switched on: the old answers are to other prompts
+    # e.g. a rerun with the closed suffix switched on: the old answers are to other prompts
+    for it in items:
         if str(it.question_id) in done and done[str(it.question_id)] != it.question:
-            raise ValueError(f"{out_path}: question {it.question_id} was answered with another prompt "
-                             f"({done[str(it.question_id)]!r}); use another output file")
+            raise ValueError(f"{out_path}: question {it.question_id} was answered with another "
+                             f"prompt ({done[str(it.question_id)]!r}); use another output file")
     todo = [it for it in items if str(it.question_id) not in done]
     first_seen = {}
     for it in todo:
         first_seen.setdefault(str(it.image), len(first_seen))
-    todo.sort(key=lambda it: first_seen[str(it.image)])  # questions on one image together, images in order
+    # questions on one image together, images in order
+    todo.sort(key=lambda it: first_seen[str(it.image)])
     model.eval()
     # refuses bad input before the bar
     answers = stream_answers(model, processor, todo, batch_size, max_new_tokens, engine)
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q", disable=not progress)
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="answering", unit="q",
+               disable=not progress)
     with bar:
         for i, text in answers:
             it = todo[i]
-            append_jsonl(out_path, [answer_record(it.question_id, it.question, text,
-                                                  answer_id(model_id, str(it.question_id)), model_id,
-                                                  {"answer_type": it.answer_type, "question_type": it.question_type,
-                                                   **({"model_fingerprint": fingerprint} if fingerprint else {})})])
+            metadata = {"answer_type": it.answer_type, "question_type": it.question_type,
+                        **({"model_fingerprint": fingerprint} if fingerprint else {})}
+            record = answer_record(it.question_id, it.question, text,
+                                   answer_id(model_id, str(it.question_id)), model_id, metadata)
+            append_jsonl(out_path, [record])
             bar.update()
     return in_question_order(out_path, ids)
 
