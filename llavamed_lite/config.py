@@ -77,6 +77,9 @@ class TrainConfig:
     # VQA: an image's single-question records become one multi-turn conversation (data.formats.join_by_image), so
     # the image and the prompt's frame are encoded once for all its questions; every answer still trains.
     join_questions: bool = False
+    # Run the frozen vision tower once per training image before the stage and read its features at every step
+    # (train/features.py): the same features, no image decoding or tower pass per step; kept in memory.
+    cache_vision_features: bool = False
 
 
 @dataclass

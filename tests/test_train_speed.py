@@ -96,3 +96,33 @@ def test_bf16_autocast_loss_is_within_bfloat16_rounding_of_float32(tiny_llava, t
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = model(**batch).loss.item()
     assert abs(bf16 - fp32) / fp32 < 0.03, (fp32, bf16)
+
+
+def test_cached_vision_features_train_the_same_losses_without_running_the_tower(tiny_towers, tiny_llava_dir,
+                                                                               tiny_train_data, tmp_path, monkeypatch):
+    """The tower is frozen: features computed once before training give the float32 path's losses step for step
+    (1e-5: only the batch the tower ran in differs), and during training the tower never runs."""
+    import shutil
+
+    from transformers import CLIPVisionModel
+
+    from llavamed_lite.config import load_config
+    from llavamed_lite.train.stages import train_stage
+
+    folder, _, chats = tiny_train_data
+    calls = []
+    tower_forward = CLIPVisionModel.forward
+    monkeypatch.setattr(CLIPVisionModel, "forward", lambda self, *a, **k: calls.append(1) or tower_forward(self, *a, **k))
+    losses = {}
+    for cached in (False, True):
+        run = tmp_path / f"run_{cached}"
+        shutil.copytree(tiny_llava_dir, run / "stage1" / "model")
+        cfg = load_config("tiny", {"model.vision": tiny_towers[0], "model.lm": tiny_towers[1], "stage2.max_steps": 4,
+                                   "stage2.batch_size": 4, "stage2.logging_steps": 1, "stage2.save_steps": 100,
+                                   "stage2.cache_vision_features": cached})
+        calls.clear()
+        result = train_stage(cfg, "2", run, records=chats, image_folder=folder, progress=False)
+        losses[cached] = [h["loss"] for h in result.history]
+        assert len(calls) == (1 if cached else 4)  # cached: one pass over the 12 images before training
+    assert len(losses[True]) == 4
+    torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-5, atol=1e-6)

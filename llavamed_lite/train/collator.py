@@ -124,11 +124,13 @@ def record_image(path: str | Path, record_id=None) -> Image.Image:
 
 class LlavaCollator:
     """Pads input_ids (with the pad token) and labels (with -100) on the right, and turns the images into
-    pixel_values with the processor's image processor."""
+    pixel_values with the processor's image processor, or, with a feature cache (train/features.py), into the
+    cached vision features (B, T, D) that the tower then passes through."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, features=None):
         self.image_processor = processor.image_processor
         self.pad_id = processor.tokenizer.pad_token_id
+        self.features = features
 
     def __call__(self, batch: list[dict]) -> dict:
         width = max(len(item["input_ids"]) for item in batch)
@@ -140,6 +142,9 @@ class LlavaCollator:
             input_ids[row, :n] = torch.tensor(item["input_ids"])
             labels[row, :n] = torch.tensor(item["labels"])
             attention_mask[row, :n] = 1
-        images = [record_image(item["image"], item.get("id")) for item in batch]
-        pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
+        if self.features is not None:
+            pixel_values = self.features.batch([item["image"] for item in batch])  # (B, T, D)
+        else:
+            images = [record_image(item["image"], item.get("id")) for item in batch]
+            pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values}

@@ -8,6 +8,7 @@ the merged export), `adapter/` (LoRA only), `checkpoints/` (the Trainer's, for -
 `summary.json`. The same function runs in a notebook, from the CLI, and under `accelerate launch` on many GPUs.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +35,7 @@ from ..sources import stage_inputs
 from ..model.placement import resolve_device, resolve_dtype
 from ..runs import STAGES, RunDir
 from .collator import ConversationDataset, LlavaCollator, image_input_size
+from .features import VisionFeatureCache, reading_cached_features
 
 STAGE_CONFIGS = {"1": "stage1", "2": "stage2", "vqa": "vqa"}  # the Config field of each stage
 UPSTREAM = {"2": "1", "vqa": "2"}
@@ -212,9 +214,11 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
             rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
             skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
             image_size=image_input_size(processor))
+    features = VisionFeatureCache(model, processor, [item["image"] for item in dataset.items], progress=progress) \
+        if tc.cache_vision_features else None
     trainer = LlavaTrainer(
         model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
-        data_collator=LlavaCollator(processor), processing_class=processor.tokenizer,
+        data_collator=LlavaCollator(processor, features), processing_class=processor.tokenizer,
         callbacks=[LogLastStep(), *(callbacks or [])],
         projector_lr=tc.projector_lr if stage != "1" else None)
     if not progress:  # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
@@ -223,7 +227,8 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     if resume and checkpoint is None:
         print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
     start = time.time()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with reading_cached_features(model, features) if features else contextlib.nullcontext():
+        trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
     model_dir, adapter_dir = out / "model", (out / "adapter" if lora else None)
