@@ -2,7 +2,7 @@
 
     python benchmarks/instruct_concurrency.py [--n 200] [--latency 0.2] [--concurrency 16] [--out benchmarks/results/instruct.json]
 
-A local chat-completions server (llavamed_lite.instruct.local_server) answers every request after `latency`
+A local chat-completions server (llavamed_lite.teaching_servers.LocalChatServer) answers every request after `latency`
 seconds, like a hosted model would (GPT-4-class models take seconds; 200 ms keeps the benchmark short). The same
 `n` caption records are synthesised through the real `openai` client and the run engine, once one request at a
 time and once with `concurrency` requests in flight, each with an empty cache. LLaVA-Med's generator sent about

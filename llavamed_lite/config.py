@@ -7,7 +7,6 @@ import json
 import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .paths import TINY_FOUNDATION
@@ -115,14 +114,6 @@ class Config:
     stage1: TrainConfig = field(default_factory=TrainConfig)
     stage2: TrainConfig = field(default_factory=TrainConfig)
     vqa: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        from .io import atomic_write_json
-
-        atomic_write_json(path, self.to_dict())
 
 
 def _tiny() -> Config:

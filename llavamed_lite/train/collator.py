@@ -11,12 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from ..data.formats import RecordError, validate_training_record
 from ..images import load_image
+from ..padding import pad_rows
 from .templates import IGNORE_INDEX, TruncationCounter, image_seq_length, tokenize_record, warn_truncation
 
 
@@ -133,15 +133,8 @@ class LlavaCollator:
         self.features = features
 
     def __call__(self, batch: list[dict]) -> dict:
-        width = max(len(item["input_ids"]) for item in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)  # (B, T)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
-        for row, item in enumerate(batch):
-            n = len(item["input_ids"])
-            input_ids[row, :n] = torch.tensor(item["input_ids"])
-            labels[row, :n] = torch.tensor(item["labels"])
-            attention_mask[row, :n] = 1
+        input_ids, attention_mask = pad_rows([item["input_ids"] for item in batch], self.pad_id)  # (B, T) each
+        labels, _ = pad_rows([item["labels"] for item in batch], IGNORE_INDEX)  # (B, T)
         if self.features is not None:
             pixel_values = self.features.batch([item["image"] for item in batch])  # (B, T, D)
         else:
