@@ -11,7 +11,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-
 OUTSIDE = re.compile(r"\.\./shared|design\.md|reference\.md|tiny-mode-notes\.md")
 NOISE = re.compile(r"Warning|Traceback|Error\b|Failed to load|warn\(")
 # 05 and 06 are being rewritten with their own framing; drop this once they carry both headings
-FRAMING_PENDING = {"05_stage2_instruction_tuning.ipynb", "06_vqa_evaluation.ipynb"}
+FRAMING_PENDING: set[str] = set()
 
 
 def cells(path: Path) -> list[dict]:
