@@ -1,0 +1,201 @@
+"""The tiny pipeline's training stages timed with and without each speed lever, in one run on this machine.
+
+    python benchmarks/tiny_pipeline.py              # ~10 minutes on 2 cores
+    python benchmarks/tiny_pipeline.py --steps 10   # a quicker look
+
+Every case trains one stage for a few steps through `train_stage`, the path `make demo` takes, on a small tiny world,
+and measures samples/s after the first step: training examples per second, where an example is what the stage's
+data counts (a caption in stage 1, a conversation in stage 2, a question in VQA fine-tuning; a record with an
+image's questions joined counts each question). The levers:
+- cache_vision_features: the frozen vision tower runs once per image before training, not at every step;
+- group_by_length: batches of records of similar length, so less of each batch is padding;
+- join_questions: an image's questions in one conversation (VQA), so the image and the prompt are encoded once;
+- bf16: autocast to bfloat16. It pays only on CPUs with bfloat16 matrix units (AVX512-BF16, AMX); elsewhere
+  PyTorch emulates it, many times slower (this benchmark shows which kind of CPU it ran on).
+`today` is the path before them: float32, random batches, one question per record. A stage's time is its examples
+(the preset's steps x batch, or epochs x records) divided by the measured samples/s, for the old preset and the
+current one. Results: benchmarks/results/tiny_pipeline.{json,md,png}.
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from llavamed_lite.config import load_config  # noqa: E402
+from llavamed_lite.sources import ensure_alignment, ensure_instruct, ensure_world  # noqa: E402
+from llavamed_lite.train.stages import stage_config, train_stage  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+# The tiny preset before the levers: (stage, examples trained) = steps x batch, or epochs x the world's questions.
+OLD_PRESET_EXAMPLES = {"1": 280 * 16, "2": 1000 * 16, "vqa": 4.5 * 22174}
+WORLD_QUESTIONS = 22174  # questions in the tiny world's VQA training split (3,000 figures)
+CASES = [  # (stage, case, overrides on top of `today`)
+    ("1", "today", {}),
+    ("1", "cached features", {"cache_vision_features": True}),
+    ("1", "+ group_by_length", {"cache_vision_features": True, "group_by_length": True}),
+    ("1", "+ bf16", {"cache_vision_features": True, "group_by_length": True, "bf16": True}),
+    ("2", "today", {}),
+    ("2", "cached features", {"cache_vision_features": True}),
+    ("2", "+ group_by_length", {"cache_vision_features": True, "group_by_length": True}),
+    ("2", "+ bf16", {"cache_vision_features": True, "group_by_length": True, "bf16": True}),
+    ("vqa", "today", {}),
+    ("vqa", "cached features", {"cache_vision_features": True}),
+    ("vqa", "+ group_by_length", {"cache_vision_features": True, "group_by_length": True}),
+    ("vqa", "+ join_questions", {"cache_vision_features": True, "group_by_length": True, "join_questions": True}),
+    ("vqa", "+ bf16", {"cache_vision_features": True, "group_by_length": True, "join_questions": True, "bf16": True}),
+]
+TODAY = {"cache_vision_features": False, "group_by_length": False, "join_questions": False, "bf16": False}
+
+
+class StepClock(TrainerCallback):
+    """Wall-clock time at the end of every step, so the first (warm-up) step can be left out."""
+
+    def __init__(self):
+        self.times = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
+def examples_per_record(records_file: Path, stage: str, joined: bool) -> float:
+    """How many examples a training record holds: a joined VQA record holds all its image's questions."""
+    if stage != "vqa" or not joined:
+        return 1.0
+    records = json.loads(records_file.read_text())
+    return len(records) / len({r["image"] for r in records})
+
+
+def run_case(stage: str, case: str, overrides: dict, steps: int, run_dir: Path, records: Path, folder: Path) -> dict:
+    settings = {**TODAY, **overrides}
+    bf16_steps = 3 if settings["bf16"] and not fast_bf16() else steps  # emulated bf16: a few steps tell enough
+    cfg = load_config("tiny", {f"{stage_key(stage)}.{k}": v for k, v in settings.items()}
+                      | {f"{stage_key(stage)}.max_steps": bf16_steps + 1, f"{stage_key(stage)}.save_steps": 10_000})
+    clock = StepClock()
+    train_stage(cfg, stage, run_dir, records=records, image_folder=folder, callbacks=[clock], progress=False)
+    batch = stage_config(cfg, stage).batch_size
+    per_record = examples_per_record(records, stage, settings["join_questions"])
+    seconds = clock.times[-1] - clock.times[0]
+    rate = bf16_steps * batch * per_record / seconds
+    print(f"stage {stage:3s} {case:16s} {rate:8.1f} samples/s ({bf16_steps} steps in {seconds:.1f} s)")
+    return {"stage": stage, "case": case, "settings": settings, "steps": bf16_steps, "seconds": seconds,
+            "samples_per_s": rate}
+
+
+def stage_key(stage: str) -> str:
+    return {"1": "stage1", "2": "stage2", "vqa": "vqa"}[stage]
+
+
+def fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (else PyTorch emulates it, far slower than float32)."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return torch.cuda.is_available() or any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def preset_examples(stage: str) -> float:
+    """Examples the current tiny preset trains in a stage."""
+    tc = stage_config(load_config("tiny"), stage)
+    if tc.max_steps > 0:
+        return tc.max_steps * tc.batch_size * tc.grad_accum
+    return tc.epochs * WORLD_QUESTIONS
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per stage: today's rate, the preset's rate (the levers the preset turns on), and the stage's time both ways."""
+    preset = load_config("tiny")
+    out = {}
+    for stage in ("1", "2", "vqa"):
+        tc = stage_config(preset, stage)
+        on = {k: getattr(tc, k) for k in TODAY}
+        by_case = {r["case"]: r for r in rows if r["stage"] == stage}
+        chosen = next((r for r in by_case.values() if r["settings"] == {**TODAY, **on}), None)
+        today = by_case["today"]
+        old_s = OLD_PRESET_EXAMPLES[stage] / today["samples_per_s"]
+        new_s = preset_examples(stage) / chosen["samples_per_s"] if chosen else None
+        out[stage] = {"today_samples_per_s": today["samples_per_s"], "preset_case": chosen and chosen["case"],
+                      "preset_samples_per_s": chosen and chosen["samples_per_s"],
+                      "speedup_per_sample": chosen and chosen["samples_per_s"] / today["samples_per_s"],
+                      "old_preset_seconds": old_s, "preset_seconds": new_s}
+    return out
+
+
+def write_table(rows: list[dict], summary: dict, machine: dict) -> str:
+    lines = [f"Tiny pipeline training, {machine['cpu']} ({machine['threads']} threads, bf16 in hardware: "
+             f"{machine['fast_bf16']}).", "",
+             "| stage | case | samples/s | x today |", "| --- | --- | ---: | ---: |"]
+    for r in rows:
+        today = next(t for t in rows if t["stage"] == r["stage"] and t["case"] == "today")
+        lines.append(f"| {r['stage']} | {r['case']} | {r['samples_per_s']:.1f} | "
+                     f"{r['samples_per_s'] / today['samples_per_s']:.2f} |")
+    lines += ["", "| stage | old preset (s) | current preset (s) | levers on | ratio |", "| --- | ---: | ---: | --- | ---: |"]
+    total_old = total_new = 0.0
+    for stage, s in summary.items():
+        total_old += s["old_preset_seconds"]
+        total_new += s["preset_seconds"] or 0.0
+        lines.append(f"| {stage} | {s['old_preset_seconds']:.0f} | {s['preset_seconds']:.0f} | {s['preset_case']} | "
+                     f"{s['old_preset_seconds'] / s['preset_seconds']:.2f} |")
+    lines.append(f"| all | {total_old:.0f} | {total_new:.0f} | | {total_old / total_new:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    stages = ("1", "2", "vqa")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, stage in zip(axes, stages):
+        mine = [r for r in rows if r["stage"] == stage]
+        ax.barh([r["case"] for r in mine], [r["samples_per_s"] for r in mine], color="#4c72b0")
+        ax.invert_yaxis()
+        ax.set_title(f"stage {stage}")
+        ax.set_xlabel("samples / s (higher is better)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Tiny pipeline: training throughput per speed lever (2 CPU cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per case (after one warm-up step)")
+    parser.add_argument("--figures", type=int, default=600, help="training figures in the benchmark's tiny world")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    run_dir = Path(tempfile.mkdtemp(prefix="tiny_pipeline_"))
+    cfg = load_config("tiny", {"data.n_train_figures": args.figures, "data.n_heldout_figures": 20,
+                               "data.n_articles": 2})
+    world = ensure_world(cfg, run_dir)
+    inputs = {"1": ensure_alignment(cfg, run_dir).path, "2": ensure_instruct(cfg, run_dir).path,
+              "vqa": world["vqa_train"]}
+    rows = [run_case(stage, case, overrides, args.steps, run_dir, Path(inputs[stage]), world["root"])
+            for stage, case, overrides in CASES]
+    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
+               "fast_bf16": fast_bf16(), "torch": torch.__version__}
+    summary = summarise(rows)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tiny_pipeline.json").write_text(json.dumps({"machine": machine, "cases": rows, "stages": summary},
+                                                           indent=1))
+    table = write_table(rows, summary, machine)
+    (RESULTS / "tiny_pipeline.md").write_text(table)
+    plot(rows, RESULTS / "tiny_pipeline.png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
