@@ -54,17 +54,20 @@ test-notebooks: $(STAMP)
 
 # The GPU presets' path on the CPU: every notebook at `lora` (QLoRA, 4-bit) and at `full`, at their shapes (336 px,
 # 576 image tokens, Mistral with a SentencePiece-style tokenizer) with miniature random-weight stand-ins for the hub
-# models, in quick mode (a few steps, inputs that need no network: the curated chain and VQA-RAD). Paths are absolute:
-# the notebooks run in notebooks/.
+# models, in quick mode (a few steps, inputs that need no network: the curated chain and VQA-RAD). The two scales run
+# side by side (most of their time is one Python process each); their logs are build/scales/*.log. Paths are
+# absolute: the notebooks run in notebooks/.
 MINI := build/mini
 SCALES := build/scales
 
 test-scales: $(STAMP)
-	rm -rf $(MINI) $(SCALES) && $(BIN)/llavamed-lite make-mini --out $(MINI)
-	for scale in lora full; do \
+	rm -rf $(MINI) $(SCALES) && $(BIN)/llavamed-lite make-mini --out $(MINI) && mkdir -p $(SCALES)
+	pids=""; for scale in lora full; do \
 		$(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick --no-progress \
-			--set model.vision=$(CURDIR)/$(MINI)/vision --set model.lm=$(CURDIR)/$(MINI)/lm || exit 1; \
-	done
+			--set model.vision=$(CURDIR)/$(MINI)/vision --set model.lm=$(CURDIR)/$(MINI)/lm \
+			> $(SCALES)/$$scale.log 2>&1 & pids="$$pids $$!"; \
+	done; status=0; for pid in $$pids; do wait $$pid || status=1; done; \
+	for scale in lora full; do echo "== $$scale"; tail -n 25 $(SCALES)/$$scale.log; done; exit $$status
 
 # Re-execute the notebooks in place so the committed outputs are those of the tiny run; its metrics and times are
 # committed beside them (notebooks/results/), and tests/test_readme_numbers.py checks the README's numbers against them.

@@ -54,6 +54,23 @@ def test_quiet_without_progress(tiny_towers, tiny_train_data, tmp_path, capsys):
     assert len(result.history) == 3  # one per step, logging_steps=1
 
 
+def test_progress_is_one_text_bar_without_a_line_per_logged_loss(tiny_towers, tiny_train_data, tmp_path, capsys,
+                                                                  monkeypatch):
+    """progress=True shows the step bar and no logged-loss lines; where the Trainer would pick its notebook callback
+    (an HTML table with a row per logged loss), that one never runs."""
+    import transformers.trainer
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    folder, captions, _ = tiny_train_data
+    tables = []
+    monkeypatch.setattr(transformers.trainer, "DEFAULT_PROGRESS_CALLBACK", NotebookProgressCallback)
+    monkeypatch.setattr(NotebookProgressCallback, "on_train_begin", lambda *a, **k: tables.append(1))
+    result = train_stage(tiny_cfg(tiny_towers), "1", tmp_path / "run", records=captions, image_folder=folder,
+                         progress=True)
+    out = capsys.readouterr()
+    assert "3/3" in out.err and "'loss'" not in out.out + out.err and result.steps == 3 and not tables
+
+
 def fresh_run(stage1_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(stage1_run[0] / "stage1", run / "stage1")

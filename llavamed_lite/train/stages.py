@@ -22,7 +22,8 @@ import transformers
 from accelerate import PartialState
 from safetensors.torch import load_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.utils.notebook import NotebookProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Config, TrainConfig
@@ -97,6 +98,13 @@ class LogLastStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_log = True
+
+
+class StepProgress(ProgressCallback):
+    """The Trainer's text progress bar without its line per logged loss (the losses go to loss_history.json)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 class LlavaTrainer(Trainer):
@@ -223,6 +231,10 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         projector_lr=tc.projector_lr if stage != "1" else None)
     if not progress:  # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
         trainer.remove_callback(PrinterCallback)
+    else:  # one text progress bar, in a notebook too (not an HTML table with a row per logged loss)
+        for default in (NotebookProgressCallback, ProgressCallback):
+            trainer.remove_callback(default)
+        trainer.add_callback(StepProgress())
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
     if resume and checkpoint is None:
         print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
