@@ -36,7 +36,7 @@ from .domains import OTHER, classify_caption, combine, domain_flags
 from .extract import ArchiveError, find_article_xml, find_graphic, safe_extract
 from .filters import Deduplicator, FilterConfig, check_caption, count_reasons, open_image, phash, pixel_hash
 from .formats import write_records
-from .jats import JATSError, parse_article
+from .jats import Article, JATSError, parse_article
 
 
 
@@ -119,52 +119,64 @@ class Curator:
                 return {**entry, "status": "rejected", "reason": "malformed XML", "error": str(e)}
             entry.update(pmid=article.pmid, pmcid=article.pmcid, title=article.title, license=article.license.code,
                          n_figures=len(article.figures))
-            candidates = []
-            for fig in article.figures:
-                pair_id = _pair_id(article, source, fig.fig_id)
-                reject = {"pair_id": pair_id, "fig_id": fig.fig_id, "caption": fig.caption[:300]}
-                reason = check_caption(fig.caption, self.filters)
-                path = find_graphic(fig.graphic, xml.parent) if reason is None else None
-                if reason is None and path is None:
-                    reason = "missing graphic"
-                image = None
-                if reason is None:
-                    image, reason = open_image(path, self.filters)
-                if reason:
-                    entry["rejected"].append({**reject, "reason": reason})
-                    continue
-                candidates.append((fig, pair_id, path, image))
-            image_domains = (self.classifier.classify([c[3] for c in candidates])
-                             if self.classifier is not None and candidates else [None] * len(candidates))
-            for (fig, pair_id, path, image), image_domain in zip(candidates, image_domains):
-                caption_domain = classify_caption(fig.caption)
-                domain = combine(caption_domain, image_domain)
-                reject = {"pair_id": pair_id, "fig_id": fig.fig_id, "caption": fig.caption[:300], "domain": domain}
-                if domain == OTHER and not self.filters.keep_other:
-                    entry["rejected"].append({**reject, "reason": "other domain"})
-                    continue
-                digest, perceptual = pixel_hash(image), phash(image)
-                reason = dedup.check(digest, perceptual, fig.caption)
-                if reason:
-                    entry["rejected"].append({**reject, "reason": reason})
-                    continue
-                pair_id = dedup.unique_pair_id(pair_id)
-                dedup.add(digest, perceptual, fig.caption, pair_id)
-                _save_jpeg(image, self.images / f"{pair_id}.jpg")
-                entry["kept"].append({
-                    "record": {"pair_id": pair_id, "pmid": article.pmid or "", "fig_id": fig.fig_id,
-                               "fig_label": fig.label or f"Figure {article.figures.index(fig) + 1}",
-                               "fig_caption": fig.caption, "in_text_mention": fig.mentions,
-                               "domain": domain_flags(domain), "image": f"images/{pair_id}.jpg",
-                               "pmcid": article.pmcid, "domain_name": domain, "caption_domain": caption_domain,
-                               "image_domain": image_domain, "license": article.license.code},
-                    "image_file_path": str(path.relative_to(root)), "pmc_tar_url": source.url,
-                    "pixel_hash": digest, "phash": f"{perceptual:016x}"})
+            candidates = self.readable_figures(article, source, xml.parent, entry["rejected"])
+            self.keep_figures(candidates, article, source, root, dedup, entry)
             return entry
         except ArchiveError as e:
             return {**entry, "status": "rejected", "reason": "unsafe or corrupt archive", "error": str(e)}
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def readable_figures(self, article: Article, source: Source, folder: Path, rejected: list) -> list[tuple]:
+        """The figures whose caption passes the filters and whose image opens: (fig, pair_id, path, image) each.
+        The others go to `rejected` with their reason."""
+        candidates = []
+        for fig in article.figures:
+            pair_id = _pair_id(article, source, fig.fig_id)
+            reject = {"pair_id": pair_id, "fig_id": fig.fig_id, "caption": fig.caption[:300]}
+            reason = check_caption(fig.caption, self.filters)
+            path = find_graphic(fig.graphic, folder) if reason is None else None
+            if reason is None and path is None:
+                reason = "missing graphic"
+            image = None
+            if reason is None:
+                image, reason = open_image(path, self.filters)
+            if reason:
+                rejected.append({**reject, "reason": reason})
+                continue
+            candidates.append((fig, pair_id, path, image))
+        return candidates
+
+    def keep_figures(self, candidates: list[tuple], article: Article, source: Source, root: Path,
+                     dedup: Deduplicator, entry: dict) -> None:
+        """Classify the candidates' domain (caption and image, the images in one batch), drop other-domain figures
+        and duplicates, and save the rest with their records into `entry`."""
+        image_domains = (self.classifier.classify([c[3] for c in candidates])
+                         if self.classifier is not None and candidates else [None] * len(candidates))
+        for (fig, pair_id, path, image), image_domain in zip(candidates, image_domains):
+            caption_domain = classify_caption(fig.caption)
+            domain = combine(caption_domain, image_domain)
+            reject = {"pair_id": pair_id, "fig_id": fig.fig_id, "caption": fig.caption[:300], "domain": domain}
+            if domain == OTHER and not self.filters.keep_other:
+                entry["rejected"].append({**reject, "reason": "other domain"})
+                continue
+            digest, perceptual = pixel_hash(image), phash(image)
+            reason = dedup.check(digest, perceptual, fig.caption)
+            if reason:
+                entry["rejected"].append({**reject, "reason": reason})
+                continue
+            pair_id = dedup.unique_pair_id(pair_id)
+            dedup.add(digest, perceptual, fig.caption, pair_id)
+            _save_jpeg(image, self.images / f"{pair_id}.jpg")
+            entry["kept"].append({
+                "record": {"pair_id": pair_id, "pmid": article.pmid or "", "fig_id": fig.fig_id,
+                           "fig_label": fig.label or f"Figure {article.figures.index(fig) + 1}",
+                           "fig_caption": fig.caption, "in_text_mention": fig.mentions,
+                           "domain": domain_flags(domain), "image": f"images/{pair_id}.jpg",
+                           "pmcid": article.pmcid, "domain_name": domain, "caption_domain": caption_domain,
+                           "image_domain": image_domain, "license": article.license.code},
+                "image_file_path": str(path.relative_to(root)), "pmc_tar_url": source.url,
+                "pixel_hash": digest, "phash": f"{perceptual:016x}"})
 
     # ---- many sources ----
     def run(self, sources: list[Source], max_articles: int | None = None, progress: bool = True,

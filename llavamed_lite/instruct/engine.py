@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from tqdm.auto import tqdm
 
 from .cache import ResponseCache, unusable
-from .client import Request, RequestFailed, Retryable
+from .client import Completion, Request, RequestFailed, Retryable
 from .cost import estimate_tokens, usage_cost
 
 log = logging.getLogger(__name__)
@@ -121,38 +121,18 @@ async def run_requests(requests: list[Request], backend, cache: ResponseCache, c
         bar.update(1)
 
     async def one(request: Request) -> None:
-        for attempt in range(retry.max_retries + 1):
-            if limiter:
-                await limiter.acquire(estimate_tokens(request.messages) + int(backend.params.get("max_tokens", 0)))
-            try:
-                completion = await backend.complete(request)
-            except Retryable as e:
-                if attempt == retry.max_retries:
-                    log.warning("request %s failed after %d retries (%s)", request.id, attempt, e.reason)
-                    return finish(request, e.reason)
-                if e.retry_after is not None and e.retry_after > retry.max_retry_after:
-                    log.warning("request %s: %s with Retry-After %.0f s, more than the %.0f s cap; not retried",
-                                request.id, e.reason, e.retry_after, retry.max_retry_after)
-                    return finish(request, "retry_after_too_long")
-                wait = retry.delay(attempt, e.retry_after, rng)
-                stats.retries[e.reason] += 1
-                stats.waits.append(wait)
-                log.info("request %s: %s, retrying in %.1f s (attempt %d of %d)", request.id, e.reason, wait,
-                         attempt + 1, retry.max_retries)
-                await sleep(wait)
-                continue
-            except RequestFailed as e:
-                log.warning("request %s failed (%s)", request.id, e.reason)
-                return finish(request, e.reason)
-            stats.prompt_tokens += completion.usage.get("prompt_tokens") or 0
-            stats.completion_tokens += completion.usage.get("completion_tokens") or 0
-            stats.cost_usd += usage_cost(completion.usage, price)
-            bad = unusable(completion.text)
-            if bad:  # paid for, but not kept: the next run asks again
-                log.warning("request %s failed (%s, not cached)", request.id, bad)
-                return finish(request, bad)
-            cache.put(request.key, request.id, backend.model, completion.text, completion.usage, completion.finish_reason)
-            return finish(request)
+        completion = await send_with_retries(request, backend, limiter, retry, stats, rng, sleep)
+        if isinstance(completion, str):
+            return finish(request, completion)
+        stats.prompt_tokens += completion.usage.get("prompt_tokens") or 0
+        stats.completion_tokens += completion.usage.get("completion_tokens") or 0
+        stats.cost_usd += usage_cost(completion.usage, price)
+        bad = unusable(completion.text)
+        if bad:  # paid for, but not kept: the next run asks again
+            log.warning("request %s failed (%s, not cached)", request.id, bad)
+            return finish(request, bad)
+        cache.put(request.key, request.id, backend.model, completion.text, completion.usage, completion.finish_reason)
+        return finish(request)
 
     async def worker() -> None:
         for request in todo:  # one iterator shared by all workers: each request is taken once
@@ -167,3 +147,32 @@ async def run_requests(requests: list[Request], backend, cache: ResponseCache, c
         stats.seconds = time.perf_counter() - t0
         bar.close()
     return stats
+
+
+async def send_with_retries(request: Request, backend, limiter: RateLimiter | None, retry: RetryPolicy,
+                            stats: RunStats, rng: random.Random,
+                            sleep: Callable[[float], Awaitable]) -> Completion | str:
+    """One request, retried on transient errors: its completion, or the reason it failed. Each retry and backoff
+    wait is counted in `stats`, so a run's report shows how hard the server pushed back."""
+    for attempt in range(retry.max_retries + 1):
+        if limiter:
+            await limiter.acquire(estimate_tokens(request.messages) + int(backend.params.get("max_tokens", 0)))
+        try:
+            return await backend.complete(request)
+        except Retryable as e:
+            if attempt == retry.max_retries:
+                log.warning("request %s failed after %d retries (%s)", request.id, attempt, e.reason)
+                return e.reason
+            if e.retry_after is not None and e.retry_after > retry.max_retry_after:
+                log.warning("request %s: %s with Retry-After %.0f s, more than the %.0f s cap; not retried",
+                            request.id, e.reason, e.retry_after, retry.max_retry_after)
+                return "retry_after_too_long"
+            wait = retry.delay(attempt, e.retry_after, rng)
+            stats.retries[e.reason] += 1
+            stats.waits.append(wait)
+            log.info("request %s: %s, retrying in %.1f s (attempt %d of %d)", request.id, e.reason, wait,
+                     attempt + 1, retry.max_retries)
+            await sleep(wait)
+        except RequestFailed as e:
+            log.warning("request %s failed (%s)", request.id, e.reason)
+            return e.reason

@@ -230,27 +230,8 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`. The tokenizer
     comes from `src` unless `tokenizer` names another folder or hub name with the same vocabulary (Mistral's)."""
     src, out = Path(src), Path(out)
-    if max_shard_bytes < 1:
-        raise ValueError(f"the shard size must be positive, got {max_shard_bytes} bytes")
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src}: no config.json (expected the official LLaVA-Med v1.5 folder)")
-    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()) \
-            or src.resolve().is_relative_to(out.resolve()):  # replacing `out` would delete the source
-        raise ValueError(f"--out {out} and --src {src} overlap (the same folder, or one inside the other); "
-                         "write the converted model to a folder of its own")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-    raw = read_json(src / "config.json")
-    if not isinstance(raw, dict):
-        raise ConversionError(f"{src / 'config.json'}: expected a JSON object")
-    options = official_options(raw, str(src / "config.json"))
-    vision = vision or options["vision"]
-    if not vision:
-        raise ConversionError(f"{src / 'config.json'}: no mm_vision_tower; pass the CLIP tower with --vision")
-    vision_config = _vision_config(vision)
-    if vision_config.hidden_size != options["mm_hidden_size"]:
-        raise ConversionError(f"{vision}: CLIP width {vision_config.hidden_size} does not match the checkpoint's "
-                              f"mm_hidden_size {options['mm_hidden_size']} (wrong --vision?)")
+    _check_paths(src, out, overwrite, max_shard_bytes)
+    raw, options, vision, vision_config = _read_source(src, vision)
     out_dtype = resolve_dtype(dtype or raw.get("torch_dtype") or "float32")
 
     text_config = text_config_of(raw)
@@ -281,12 +262,7 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
         del tower
         _check_complete(config, written)
         config.save_pretrained(tmp)
-        if (src / "generation_config.json").is_file():
-            generation = GenerationConfig.from_pretrained(src)
-        else:
-            generation = GenerationConfig(bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id)
-        generation.pad_token_id = tokenizer.pad_token_id
-        generation.save_pretrained(tmp)
+        _generation_config(src, text_config, tokenizer.pad_token_id).save_pretrained(tmp)
         processor.save_pretrained(tmp)
         atomic_write_json(tmp / "conversion.json", {"source": str(src.resolve()), "vision": vision,
                                                     "source_model_type": raw["model_type"], **options})
@@ -297,6 +273,46 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _check_paths(src: Path, out: Path, overwrite: bool, max_shard_bytes: int) -> None:
+    """Refuse bad arguments before any slow step: reading the tower and the weights takes minutes."""
+    if max_shard_bytes < 1:
+        raise ValueError(f"the shard size must be positive, got {max_shard_bytes} bytes")
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"{src}: no config.json (expected the official LLaVA-Med v1.5 folder)")
+    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()) \
+            or src.resolve().is_relative_to(out.resolve()):  # replacing `out` would delete the source
+        raise ValueError(f"--out {out} and --src {src} overlap (the same folder, or one inside the other); "
+                         "write the converted model to a folder of its own")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+
+
+def _read_source(src: Path, vision: str | None) -> tuple[dict, dict, str, object]:
+    """The official config.json, its multimodal options, and the CLIP tower it names (or `vision`), checked to fit."""
+    raw = read_json(src / "config.json")
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{src / 'config.json'}: expected a JSON object")
+    options = official_options(raw, str(src / "config.json"))
+    vision = vision or options["vision"]
+    if not vision:
+        raise ConversionError(f"{src / 'config.json'}: no mm_vision_tower; pass the CLIP tower with --vision")
+    vision_config = _vision_config(vision)
+    if vision_config.hidden_size != options["mm_hidden_size"]:
+        raise ConversionError(f"{vision}: CLIP width {vision_config.hidden_size} does not match the checkpoint's "
+                              f"mm_hidden_size {options['mm_hidden_size']} (wrong --vision?)")
+    return raw, options, vision, vision_config
+
+
+def _generation_config(src: Path, text_config, pad_token_id: int | None) -> GenerationConfig:
+    """The source's generation settings when it has them, else its LM's bos/eos; padding with our pad token."""
+    if (src / "generation_config.json").is_file():
+        generation = GenerationConfig.from_pretrained(src)
+    else:
+        generation = GenerationConfig(bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id)
+    generation.pad_token_id = pad_token_id
+    return generation
 
 
 def _vision_config(vision: str):

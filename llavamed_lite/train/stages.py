@@ -207,44 +207,21 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     table = parameter_table(model)
 
     with state.main_process_first():  # the main process checks every image (and shrinks it) once; the others reuse it
-        rows = load_records(records)
-        if tc.join_questions:
-            rows = join_by_image(rows, cfg.seed)
-        dataset = ConversationDataset(
-            rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
-            skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
-            image_size=image_input_size(processor))
+        dataset = stage_dataset(cfg, tc, stage, records, image_folder, processor, out)
     features = VisionFeatureCache(model, processor, [item["image"] for item in dataset.items], progress=progress) \
         if tc.cache_vision_features else None
-    trainer = LlavaTrainer(
-        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
-        data_collator=LlavaCollator(processor, features), processing_class=processor.tokenizer,
-        callbacks=[LogLastStep(), *(callbacks or [])],
-        projector_lr=tc.projector_lr if stage != "1" else None)
-    if not progress:  # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
-        trainer.remove_callback(PrinterCallback)
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
-    if resume and checkpoint is None:
-        print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
+    trainer = stage_trainer(cfg, tc, stage, model, processor, dataset, features, out, callbacks, progress)
+    checkpoint = last_checkpoint(out, stage) if resume else None
     start = time.time()
     with reading_cached_features(model, features) if features else contextlib.nullcontext():
         trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
-    model_dir, adapter_dir = out / "model", (out / "adapter" if lora else None)
-    if lora:
-        trainer.save_model(str(adapter_dir))
-    elif not is_4bit(trainer.model):
-        if not fsdp:  # the float32 master weights are saved in the configured dtype (FSDP gathers its own)
-            trainer.model.to(resolve_dtype(cfg.model.dtype, resolve_device(cfg.device)))
-        trainer.save_model(str(model_dir))
+    model_dir, adapter_dir = save_trained(cfg, stage, run_dir, out, trainer, processor, lora, fsdp)
     history = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
                for h in trainer.state.log_history if "loss" in h]
     final_loss = history[-1]["loss"] if history else math.nan
     if trainer.is_world_process_zero():
-        if lora or is_4bit(trainer.model):
-            export_plain(cfg, stage, run_dir, trainer.model, adapter_dir, model_dir)
-        processor.save_pretrained(str(model_dir))
         atomic_write_json(out / "loss_history.json", history)
         atomic_write_json(out / "summary.json", {
             "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
@@ -255,6 +232,58 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     state.wait_for_everyone()
     return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
                        len(dataset), dataset.errors, dataset.truncation.records)
+
+
+def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path, image_folder: str | Path,
+                  processor, out: Path) -> ConversationDataset:
+    """The stage's records tokenised with its template; one image's questions joined into one conversation if asked."""
+    rows = load_records(records)
+    if tc.join_questions:
+        rows = join_by_image(rows, cfg.seed)
+    return ConversationDataset(
+        rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
+        skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
+        image_size=image_input_size(processor))
+
+
+def stage_trainer(cfg: Config, tc: TrainConfig, stage: str, model, processor, dataset: ConversationDataset,
+                  features: VisionFeatureCache | None, out: Path, callbacks: list | None,
+                  progress: bool) -> LlavaTrainer:
+    """The Trainer for one stage; the projector gets its own learning rate where the LM trains beside it."""
+    trainer = LlavaTrainer(
+        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
+        data_collator=LlavaCollator(processor, features), processing_class=processor.tokenizer,
+        callbacks=[LogLastStep(), *(callbacks or [])],
+        projector_lr=tc.projector_lr if stage != "1" else None)
+    if not progress:  # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def last_checkpoint(out: Path, stage: str) -> str | None:
+    """The Trainer checkpoint --resume continues from; None (and a note) when there is none yet."""
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    if checkpoint is None:
+        print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
+    return checkpoint
+
+
+def save_trained(cfg: Config, stage: str, run_dir: Path, out: Path, trainer: Trainer, processor, lora: bool,
+                 fsdp: bool) -> tuple[Path, Path | None]:
+    """Save what trained under `out`: the adapter (LoRA) or the model, and a plain model/ for LoRA and 4-bit runs so
+    that the next stage and evaluation load it with plain transformers. Returns (model_dir, adapter_dir)."""
+    model_dir, adapter_dir = out / "model", (out / "adapter" if lora else None)
+    if lora:
+        trainer.save_model(str(adapter_dir))
+    elif not is_4bit(trainer.model):
+        if not fsdp:  # the float32 master weights are saved in the configured dtype (FSDP gathers its own)
+            trainer.model.to(resolve_dtype(cfg.model.dtype, resolve_device(cfg.device)))
+        trainer.save_model(str(model_dir))
+    if trainer.is_world_process_zero():
+        if lora or is_4bit(trainer.model):
+            export_plain(cfg, stage, run_dir, trainer.model, adapter_dir, model_dir)
+        processor.save_pretrained(str(model_dir))
+    return model_dir, adapter_dir
 
 
 def finished_result(out: Path, tc: TrainConfig) -> TrainResult | None:
