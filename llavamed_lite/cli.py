@@ -9,6 +9,8 @@ import math
 import os
 import sys
 
+from .config import SCALES, load_config
+
 COMMANDS = {
     "run": ("llavamed_lite.run", "execute the pipeline's notebooks in order (papermill) and summarise"),
     "pretrain-tiny": ("llavamed_lite.synth.pretrain", "stage 0: train the tiny tokenizer, CLIP and LM"),
@@ -58,8 +60,6 @@ def number(low: float = 0.0, strict: bool = True):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--scale, --seed and `key=value` overrides of llavamed_lite.config (e.g. stage2.lr=1e-4)."""
-    from .config import SCALES
-
     parser.add_argument("--scale", default="tiny", choices=SCALES, help="preset: tiny (CPU), lora (1 GPU), full")
     parser.add_argument("--seed", type=count(0), default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -76,8 +76,6 @@ def add_loading_arguments(parser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .config import load_config
-
     cfg = load_config(args.scale, list(args.overrides))
     if args.seed is not None:
         cfg.seed = args.seed

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import QUICK_ENV, load_config
-from .io import atomic_write_json, atomic_write_text
+from .cli import count
+from .config import QUICK_ENV, SCALES, load_config
+from .io import atomic_write_json, atomic_write_text, read_json
 from .paths import REPO_ROOT
 from .runs import RunDir, read_metrics
 
@@ -41,7 +42,7 @@ def pipeline_notebooks(folder: str | Path = NOTEBOOKS, only: list[str] | None = 
 
 def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, progress: bool = True) -> float:
     """Run one notebook with papermill; return its wall time. Raises NotebookFailed naming the cell and the error."""
-    import papermill
+    import papermill  # a second or more to import (nbclient, jupyter): not at `--help` or on a usage error
     from papermill.exceptions import PapermillExecutionError
 
     start = time.perf_counter()
@@ -142,9 +143,6 @@ def format_summary(summary: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import count
-    from .config import SCALES
-
     parser.add_argument("--scale", default="tiny", choices=SCALES)
     parser.add_argument("--run-dir", default="runs/demo", help="where artifacts, executed notebooks and summary.json go")
     parser.add_argument("--seed", type=count(0), default=None)
@@ -172,8 +170,6 @@ def main(args: argparse.Namespace) -> int:
     finally:
         path = RunDir(args.run_dir).summary
         if path.exists():
-            from .io import read_json
-
             summary = summary or read_json(path)
             print("\n" + format_summary(summary))
             print(f"\nsummary: {path}")

@@ -10,12 +10,17 @@ The other sources are never replaced by the tiny world: a missing input is a `Mi
 the notebook or command that makes it, and the parameter to set.
 """
 
+from collections import defaultdict
 from pathlib import Path
 
 from .config import DATA_SOURCES, Config
 from .data.alignment import alignment_records
-from .data.formats import read_caption_file, write_records
+from .data.formats import (IMAGE_TOKEN, conversations_of, load_records, read_caption_file, record_domain,
+                           write_records)
+from .data.release import domain_of, prepare_release_records
+from .eval.vqa import BENCHMARKS, load_benchmark, with_small_images, write_llava_vqa
 from .runs import MissingInput, Records, RunDir
+from .synth.world import build_tiny_world
 
 
 def check_source(source: str) -> str:
@@ -26,8 +31,6 @@ def check_source(source: str) -> str:
 
 def ensure_world(cfg: Config, run_dir: str | Path, progress: bool = False) -> dict[str, Path]:
     """The tiny world in run_dir/data with the config's sizes (a complete one is kept)."""
-    from .synth.world import build_tiny_world
-
     return build_tiny_world(RunDir(run_dir).world, cfg.data.n_train_figures, cfg.data.n_heldout_figures,
                             cfg.data.image_size, cfg.seed, progress=progress)
 
@@ -45,7 +48,7 @@ def ensure_alignment(cfg: Config, run_dir: str | Path) -> Records:
 def ensure_instruct(cfg: Config, run_dir: str | Path, progress: bool = False) -> Records:
     """Stage-2 conversations of the tiny world: the offline backend on its train captions (03 writes the same file
     with the same call, or another backend's file that is then kept)."""
-    from .instruct.synthesize import synthesize_offline
+    from .instruct.synthesize import synthesize_offline  # loads the OpenAI client (a second): other stages skip it
 
     world = ensure_world(cfg, run_dir)
     out = RunDir(run_dir).instruct("tiny")
@@ -76,8 +79,6 @@ def curated_alignment(run_dir: str | Path) -> Records:
 def ensure_vqa(cfg: Config, run_dir: str | Path, benchmark: str | None = None) -> Records:
     """VQA fine-tuning records: the tiny world's questions, or a benchmark's training split (images shrunk once to
     4x the model's input size: resizing 1,000 px JPEGs at every step is slow)."""
-    from .eval.vqa import BENCHMARKS, load_benchmark, with_small_images, write_llava_vqa
-
     benchmark = benchmark or cfg.data.benchmark
     if benchmark == "tiny":
         ensure_world(cfg, run_dir)
@@ -109,8 +110,6 @@ def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | 
         return ensure_alignment(cfg, run_dir) if stage == "1" else ensure_instruct(cfg, run_dir)
     if source == "curated":
         return curated_alignment(run_dir) if stage == "1" else curated_instruct(run_dir)
-    from .data.release import prepare_release_records
-
     return prepare_release_records(RunDir(run_dir), stage, cfg.data.release, cfg.data.instruct_variant,
                                    cfg.data.max_pairs, cfg.seed, progress)
 
@@ -118,9 +117,6 @@ def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | 
 def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 300) -> list[dict]:
     """Figures to caption before and after stage 1, each {image, domain, caption}: the tiny world's held-out figures
     at source tiny; otherwise the last n stage-1 records (seen in training: a smoke check, not a held-out score)."""
-    from .data.formats import load_records, record_domain
-    from .data.release import domain_of
-
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
         return [{"image": str(world["root"] / r["image"]), "domain": record_domain(r), "caption": r["fig_caption"]}
@@ -133,10 +129,6 @@ def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int =
 def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3, turns: int = 3) -> list[dict]:
     """Figures to chat about before and after stage 2, each {id, image, questions, answers}: the tiny world's
     held-out questions at source tiny; otherwise the first n stage-2 conversations' own questions."""
-    from collections import defaultdict
-
-    from .data.formats import IMAGE_TOKEN, conversations_of, load_records
-
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
         by_pair = defaultdict(list)

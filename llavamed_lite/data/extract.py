@@ -9,6 +9,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from PIL import Image
+
 MAX_MEMBER_BYTES = 256 * 1024 * 1024  # one file of a PMC package (the largest are videos and PDFs)
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 20_000
@@ -115,8 +117,6 @@ def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], ou
     `pair_id`: save each as out_dir/{pair_id}.jpg (RGB JPEG, written atomically; an existing one is kept).
     Returns one {pair_id, status: "done"|"skipped"|"failed", reason} per listed image. Raises ArchiveError if
     the package itself is unsafe or corrupt."""
-    from PIL import Image
-
     archive, out_dir = Path(archive), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = {PurePosixPath(path).as_posix(): pair_id for path, pair_id in images}

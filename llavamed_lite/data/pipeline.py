@@ -269,7 +269,7 @@ def save_dataset(records: list[dict], alignment: list[dict], path: Path, seed: i
                  validation_fraction: float = 0.1):
     """The curated pairs as a datasets.DatasetDict (train / validation, split by article so no article is in
     both), saved with save_to_disk. Image paths are relative to the curated root (run_dir/data/pmc)."""
-    from datasets import Dataset, DatasetDict, Features, List, Value
+    from datasets import Dataset, DatasetDict, Features, List, Value  # pyarrow + pandas: seconds on every `curate`
 
     features = Features({"id": Value("string"), "image": Value("string"), "pmid": Value("string"),
                          "pmcid": Value("string"), "fig_label": Value("string"), "caption": Value("string"),

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate  # torch and transformers: not at `--help` or on a usage error
 
     try:
         scores = evaluate(args.model, args.benchmark, args.out, split=args.split, source=args.data,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..io import atomic_write_json
+from ..model.compose import load_llava
 from .generate import generate_answers
 from .metrics import PAPER_METRIC_NOTE, vqa_scores
 from .vqa import VQAItem, load_benchmark
@@ -52,8 +53,6 @@ def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str 
     """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an answer file,
     resuming it when the same weights wrote it (`model_fingerprint`; another model's file is refused), or starting
     it afresh with `restart`; return all its answer records."""
-    from ..model.compose import load_llava
-
     if restart:
         Path(out_path).unlink(missing_ok=True)
     model, processor = load_llava(model_dir, dtype=dtype, device=device, load_in_4bit=load_in_4bit)

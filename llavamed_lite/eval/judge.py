@@ -32,7 +32,15 @@ from typing import Iterable
 import numpy as np
 
 from ..data.formats import DOMAIN_NAMES, mention_texts, record_domain
+from ..instruct.cache import ResponseCache, request_key
+from ..instruct.client import Request
+from ..instruct.engine import run_requests
+from ..instruct.offline import answer_sentence
+from ..instruct.prompts import user_message
+from ..instruct.synthesize import make_backend
 from ..io import atomic_write_json, atomic_write_text
+from ..synth.questions import describe, questions_for
+from .judge_stand_in import StandInJudge
 from .vqa import VQAItem
 
 CHAT_TYPES = ("conversation", "detailed_description")
@@ -62,9 +70,6 @@ def chat_questions(caption_records: Iterable[dict], n_conversation: int = 3, see
     """Questions in LLaVA-Med's chat-evaluation format from tiny-world caption records (which carry `findings` and
     `image`): per figure one "detailed_description" (reference: a plain description of the findings) and up to
     `n_conversation` "conversation" questions (reference: one true sentence about the finding asked for)."""
-    from ..instruct.offline import answer_sentence
-    from ..synth.questions import describe, questions_for
-
     rng = np.random.default_rng(seed)
     out = []
     for i, record in enumerate(caption_records):
@@ -94,7 +99,7 @@ def answer_chat(model_dir: str | Path, questions: list[dict], image_folder: str 
                 max_new_tokens: int = CHAT_MAX_NEW_TOKENS, **kwargs) -> list[dict]:
     """A saved model's answers to chat questions, greedy, up to LLaVA-Med's 1,024 new tokens unless told otherwise,
     resuming `out_path`; kwargs go to `evaluate.answer_items` (batch_size, device, progress, restart, ...)."""
-    from .evaluate import answer_items
+    from .evaluate import answer_items  # torch and transformers: judging saved answers does not need them
 
     return answer_items(model_dir, chat_items(questions, image_folder), out_path, max_new_tokens=max_new_tokens,
                         **kwargs)
@@ -104,8 +109,6 @@ def answer_chat(model_dir: str | Path, questions: list[dict], image_folder: str 
 def judge_messages(question: dict, model_answer: str) -> list[dict]:
     """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews). The context is the
     caption and the inline mentions, as the instruction prompts show them."""
-    from ..instruct.prompts import user_message
-
     context = user_message(question.get("fig_label") or "Figure", question["fig_caption"], mention_texts(question))
     user = (f"[Context]\n{context}\n\n[Question]\n{question['text']}\n\n"
             f"[Assistant 1]\n{question['gpt4_answer']}\n[End of Assistant 1]\n\n"
@@ -246,10 +249,6 @@ async def judge_async(questions: list[dict], answers: Iterable[dict], backend, c
     judge_stand_in.StandInJudge, or `llavamed_lite.instruct.synthesize.make_backend("openai", model=...,
     base_url=...)`), `cache` a path or ResponseCache (a rerun asks only what is not cached), `retry` an engine
     RetryPolicy. A request that fails or a reply without two scores is a review counted by its reason."""
-    from ..instruct.cache import ResponseCache, request_key
-    from ..instruct.client import Request
-    from ..instruct.engine import run_requests
-
     by_id = check_chat_inputs(questions, answers)
     requests = []
     for q in questions:
@@ -326,12 +325,8 @@ def run_judge(questions: list[dict], answers: list[dict], backend: str | None = 
             print("\n" + preview_prompt(questions[0], by_id[str(questions[0]["question_id"])]))
         return None
     if name == "stand-in":
-        from .judge_stand_in import StandInJudge
-
         engine_backend = StandInJudge()
     else:
-        from ..instruct.synthesize import make_backend
-
         engine_backend = make_backend("openai", model=model or "gpt-4o", base_url=base_url, temperature=0.0)
     result = judge(questions, answers, engine_backend, **kwargs)
     if out_dir is not None:

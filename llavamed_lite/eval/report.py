@@ -11,6 +11,7 @@ the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
 import textwrap
 from typing import Iterable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 from PIL import ImageOps
 
@@ -73,8 +74,6 @@ def paper_table(rows: Sequence[dict]) -> str:
 def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None, min_questions: int = 1):
     """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars, strict as black
     ticks) on the left, open recall on the right. Types with fewer than `min_questions` questions are left out."""
-    import matplotlib.pyplot as plt
-
     if ax_closed is None or ax_open is None:
         fig, (ax_closed, ax_open) = plt.subplots(1, 2, figsize=(13, 4))
     else:
@@ -130,8 +129,6 @@ def _mark(item: VQAItem, prediction: str) -> str:
 def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: Sequence[int] | None = None,
                  columns: int = 4, seed: int = 0):
     """Image, question, answer and prediction for a few questions (default: `pick_examples`)."""
-    import matplotlib.pyplot as plt
-
     indices = pick_examples(items, predictions, 8, seed) if indices is None else list(indices)
     if not indices:
         raise ValueError("no questions to show")
@@ -173,8 +170,6 @@ def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = 
     """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one axis. The loss axis
     is logarithmic: late in training 0.012 against 0.044 is the difference that matters, and a linear axis flattens
     it to the floor."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3))
     curves = history if isinstance(history, dict) else {None: history}

@@ -176,7 +176,7 @@ def load_pathvqa(source: str | Path, split: str = "test", image_dir: str | Path 
     """PathVQA in its Hugging Face layout: parquet files `{split}-*.parquet` (or one file) with columns
     image {bytes, path}, question, answer. It has no answer_type: yes/no answers are CLOSED, as in the paper.
     Image bytes are written once to `image_dir` (default: `<source>/images/<split>`) so items carry a path."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # only PathVQA needs it; this module stays light for the `evaluate` command line
 
     _check_split(split, SPLITS)
     source = Path(source)
@@ -281,6 +281,7 @@ def with_small_images(items: Iterable[VQAItem], out_dir: str | Path, max_side: i
     """The items with their images shrunk (aspect kept) so that the longer side is at most `max_side`, saved once
     as PNG under `out_dir` (named by the original's file stem). Real benchmark images are 500-1300 px; a 64 px model reading them at every
     training step spends its time resizing."""
+    # PIL and pydicom only to shrink images: reading benchmarks stays light for the `evaluate` command line
     from PIL import Image
 
     from ..images import load_image

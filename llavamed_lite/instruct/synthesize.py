@@ -21,6 +21,7 @@ from .cache import ResponseCache, request_key
 from .client import OpenAIBackend, Request
 from .cost import CostEstimate, check_budget, estimate_cost, price_for
 from .engine import RateLimiter, RetryPolicy, run_requests
+from .offline import OFFLINE_VERSION, OfflineBackend
 from .postprocess import clean_response, instruct_record
 from .prompts import build_messages
 
@@ -31,8 +32,6 @@ BACKENDS = ("offline", "openai")
 def make_backend(backend: str, model: str | None = None, base_url: str | None = None, seed: int = 0, **openai_kwargs):
     """`offline` (the tiny world's findings -> conversations, no network) or `openai` (any compatible server)."""
     if backend == "offline":
-        from .offline import OfflineBackend
-
         return OfflineBackend(seed=seed)
     if backend == "openai":
         return OpenAIBackend(model=model or "gpt-4o", base_url=base_url, **openai_kwargs)
@@ -149,8 +148,6 @@ def synthesize_offline(captions: str | Path, out: str | Path, seed: int = 0, pro
     """Offline conversations for a caption file, written to `out` (the tiny world's stage-2 data). Idempotent: a file
     made from the same captions with the same seed and offline version is kept, and so is one written by another
     backend (notebook 03 with `backend="openai"`): it was made on purpose."""
-    from .offline import OFFLINE_VERSION
-
     captions, out = Path(captions), Path(out)
     source = {"captions": captions.name, "captions_sha256": hashlib.sha256(captions.read_bytes()).hexdigest(),
               "backend": "offline", "offline_version": OFFLINE_VERSION, "seed": seed}

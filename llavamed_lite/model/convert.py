@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 from transformers import CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, MistralConfig, MistralForCausalLM
 
 from ..cli import number
@@ -334,8 +335,6 @@ def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_row
     writer = ShardWriter(folder, max_shard_bytes)
     names = sorted(n for n in files if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES))
     if progress:
-        from tqdm.auto import tqdm
-
         names = tqdm(names, desc="converting tensors")
     handles = {}
     for name in names:

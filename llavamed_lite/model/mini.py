@@ -20,6 +20,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, MistralConfig, MistralForCausalLM,
                           PreTrainedTokenizerFast)
 
+from ..cli import count
 from .compose import quiet_transformers
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as in Llama and Mistral
@@ -116,8 +117,6 @@ def make_mini(out: str | Path, seed: int = 0, image_size: int = 336, patch_size:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import count
-
     parser.add_argument("--out", required=True, help="output folder; gets vision/, lm/ and mini.json")
     parser.add_argument("--seed", type=count(0), default=0, help="seed of the random weights")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")

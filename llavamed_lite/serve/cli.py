@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..model.compose import load_llava
+    from ..model.compose import load_llava  # torch and transformers: not at `--help` or on a usage error
 
     try:
         model, processor = load_llava(args.model, dtype=args.dtype, device=args.device, load_in_4bit=args.load_in_4bit)

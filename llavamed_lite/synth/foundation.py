@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 
 from ..data.formats import DOMAINS, read_caption_file, record_domain
@@ -28,8 +29,6 @@ LOSS_PLOT = "curves.png"
 
 
 def _progress():
-    from tqdm.auto import tqdm
-
     return lambda it, desc: tqdm(it, desc=desc, mininterval=2)
 
 
@@ -106,7 +105,7 @@ def evaluate_towers(clip_dir: str | Path, lm_dir: str | Path, world: dict, seed:
 
 def plot_curves(curves_json: str | Path, png: str | Path | None = None):
     """Loss per step of both towers (raw and smoothed); saved to `png` when given. Returns the figure."""
-    import matplotlib
+    import matplotlib  # the backend is chosen before pyplot is imported
 
     if png is not None:
         matplotlib.use("Agg", force=False)

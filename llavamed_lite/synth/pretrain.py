@@ -11,10 +11,11 @@ import json
 import os
 from pathlib import Path
 
+from ..cli import add_config_arguments, config_from_args, count
+from ..runs import RunDir
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_config_arguments, count
-
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="folder for clip/, lm/, curves and metrics")
     parser.add_argument("--run-dir", default="runs/tiny", help="the tiny world is built (or reused) in RUN_DIR/data")
@@ -28,10 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # after HF_HUB_OFFLINE is set (the hub reads it at import), and not at `--help` (torch takes seconds)
     import torch
 
-    from ..cli import config_from_args
-    from ..runs import RunDir
     from .foundation import pretrain_tiny
     from .towers import ClipSettings, LMSettings
     from .world import build_tiny_world

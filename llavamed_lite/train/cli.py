@@ -9,10 +9,10 @@ One entry point for every stage and scale. On one device it runs as is; on many,
 import argparse
 import json
 
+from ..cli import add_config_arguments, config_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_config_arguments
-
     parser.add_argument("--stage", required=True, choices=("1", "2", "vqa"), help="1: alignment, 2: instruction "
                         "tuning, vqa: fine-tuning on a VQA benchmark")
     parser.add_argument("--run-dir", required=True, help="the run directory (see llavamed_lite/runs.py); the inputs come "
@@ -27,16 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import config_from_args
+    # torch, transformers and accelerate load here, not at `--help` or on a usage error (seconds)
+    from accelerate import PartialState
+
     from .stages import train_stage
 
     cfg = config_from_args(args)
     result = train_stage(cfg, args.stage, args.run_dir, resume=args.resume, records=args.records,
                          image_folder=args.image_folder, benchmark=args.benchmark, progress=not args.no_progress)
-    from accelerate import PartialState
-
     if PartialState().is_main_process:
         print(json.dumps({"stage": result.stage, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
-                          "steps": result.steps, "processes": PartialState().num_processes, "model_dir": str(result.model_dir), "records": result.n_records,
+                          "steps": result.steps, "processes": PartialState().num_processes,
+                          "model_dir": str(result.model_dir), "records": result.n_records,
                           "skipped": len(result.skipped), "truncated": result.truncated}))
     return 0
