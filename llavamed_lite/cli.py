@@ -1,7 +1,7 @@
 """llavamed-lite: one command line for every stage of the LLaVA-Med reproduction.
 
-Each command lives in its own module, imported
-only when called (so `--help` is instant), which defines `add_arguments(parser)` and `main(args)`."""
+Each command lives in its own module, imported only when called (so `--help` is instant), which
+defines `add_arguments(parser)` and `main(args)`."""
 
 import argparse
 import importlib
@@ -32,7 +32,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def count(low: int = 0, high: int | None = None):
-    """An argparse type: an integer in [low, high], e.g. `--limit` (count(1)) or `--retries` (count(0))."""
+    """An argparse type: an integer in [low, high], e.g. `--limit`
+    (count(1)) or `--retries` (count(0))."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -46,7 +47,8 @@ def count(low: int = 0, high: int | None = None):
 
 
 def number(low: float = 0.0, strict: bool = True):
-    """An argparse type: a finite number > low (>= low when not `strict`), e.g. seconds, rates, sizes."""
+    """An argparse type: a finite number > low (>= low when not `strict`),
+    e.g. seconds, rates, sizes."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -107,16 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.main(args) or 0)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError) as e:
-        # The safety net behind each command's own checks: bad input (a missing file, a bad value, an unknown
-        # config key; RecordError and ConversionError are ValueErrors) is one line, never a traceback.
+        # The safety net behind each command's own checks: bad input (a missing file, a
+        # bad value, an unknown config key; RecordError and ConversionError are
+        # ValueErrors) is one line, never a traceback.
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"llavamed-lite {argv[0]}: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    """The parsed arguments, or the exit code of --help (0) or of a usage error (2): main returns it, so callers in
-    the same process (tests, notebooks) get a code instead of SystemExit."""
+    """The parsed arguments, or the exit code of --help (0) or of a usage error (2): main returns
+    it, so callers in the same process (tests, notebooks) get a code instead of SystemExit."""
     try:
         return parser.parse_args(argv)
     except SystemExit as e:

@@ -1,12 +1,13 @@
 """The main job: execute every notebook of the pipeline in order with papermill, then summarise.
 
-`llavamed-lite run --scale tiny --run-dir runs/demo` writes the executed notebooks to runs/demo/notebooks/, times
-each one, collects the metrics the notebooks recorded (llavamed_lite.runs.record_metrics) and writes
-runs/demo/summary.json: {"scale", "notebooks": [{"name", "seconds", "ok"}], "metrics": {name: number}}.
-A failing notebook stops the run with its name, the failing cell and the error, and a non-zero exit.
+`llavamed-lite run --scale tiny --run-dir runs/demo` writes the executed notebooks to
+runs/demo/notebooks/, times each one, collects the metrics the notebooks recorded
+(llavamed_lite.runs.record_metrics) and writes runs/demo/summary.json: {"scale", "notebooks":
+[{"name", "seconds", "ok"}], "metrics": {name: number}}. A failing notebook stops the run with its
+name, the failing cell and the error, and a non-zero exit.
 
-`--set key=value` (any config field, repeatable) reaches every notebook as its `settings` parameter; `--quick` runs
-the smoke-test sizes of llavamed_lite.config.apply_quick at any scale.
+`--set key=value` (any config field, repeatable) reaches every notebook as its `settings` parameter;
+`--quick` runs the smoke-test sizes of llavamed_lite.config.apply_quick at any scale.
 """
 
 import argparse
@@ -30,8 +31,8 @@ class NotebookFailed(RuntimeError):
 
 
 def pipeline_notebooks(folder: str | Path = NOTEBOOKS, only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks (00_..., 01_...) in order; `only` keeps those whose name starts with one of the given
-    prefixes (e.g. ["00", "04"])."""
+    """The numbered notebooks (00_..., 01_...) in order; `only` keeps those whose name starts with
+    one of the given prefixes (e.g. ["00", "04"])."""
     found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if only:
         found = [p for p in found if any(p.name.startswith(o) for o in only)]
@@ -41,8 +42,10 @@ def pipeline_notebooks(folder: str | Path = NOTEBOOKS, only: list[str] | None = 
 
 
 def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, progress: bool = True) -> float:
-    """Run one notebook with papermill; return its wall time. Raises NotebookFailed naming the cell and the error."""
-    import papermill  # a second or more to import (nbclient, jupyter): not at `--help` or on a usage error
+    """Run one notebook with papermill; return its wall time. Raises NotebookFailed
+    naming the cell and the error."""
+    # a second or more to import (nbclient, jupyter): not at `--help` or on a usage error
+    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     start = time.perf_counter()
@@ -57,8 +60,8 @@ def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, prog
 
 
 def absolute_paths(setting: str) -> str:
-    """A "key=value" setting whose value is a relative path that exists here, made absolute: the notebooks run in
-    notebooks/, where `--set model.lm=build/mini/lm` would point elsewhere."""
+    """A "key=value" setting whose value is a relative path that exists here, made absolute: the
+    notebooks run in notebooks/, where `--set model.lm=build/mini/lm` would point elsewhere."""
     key, sep, value = setting.partition("=")
     if sep and value and not Path(value).is_absolute() and Path(value).exists():
         return f"{key}={Path(value).resolve()}"
@@ -66,13 +69,14 @@ def absolute_paths(setting: str) -> str:
 
 
 def settle(text: str) -> str:
-    """What a terminal shows of text with carriage returns: each line keeps what was written after its last one."""
+    """What a terminal shows of text with carriage returns: each line keeps what was
+    written after its last one."""
     return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in text.split("\n"))
 
 
 def tidy_streams(path: Path) -> None:
-    """Merge each cell's consecutive stream outputs of one kind and settle their progress bars, so an executed
-    notebook shows each bar once, as it ended, instead of one output per refresh."""
+    """Merge each cell's consecutive stream outputs of one kind and settle their progress bars, so
+    an executed notebook shows each bar once, as it ended, instead of one output per refresh."""
     nb = json.loads(Path(path).read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         merged = []
@@ -95,9 +99,10 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: l
                  progress: bool = True, settings: list[str] | None = None, quick: bool = False) -> dict:
     """Execute the notebooks in order and return the summary (also written to run_dir/summary.json).
 
-    in_place re-executes the committed notebooks with their own default parameters (the tiny run), so the outputs
-    readers see on GitHub are those of the tiny run. `settings` ("key=value" config overrides) are checked here,
-    then handed to every notebook; `quick` sets quick mode for the notebooks' kernels."""
+    in_place re-executes the committed notebooks with their own default parameters (the tiny
+    run), so the outputs readers see on GitHub are those of the tiny run. `settings` ("key=value"
+    config overrides) are checked here, then handed to every notebook; `quick` sets quick mode
+    for the notebooks' kernels."""
     settings = [absolute_paths(s) for s in settings or []]
     load_config(scale, settings)  # a bad key or value fails here, before any notebook runs
     if quick:
@@ -144,7 +149,8 @@ def format_summary(summary: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="tiny", choices=SCALES)
-    parser.add_argument("--run-dir", default="runs/demo", help="where artifacts, executed notebooks and summary.json go")
+    parser.add_argument("--run-dir", default="runs/demo",
+                        help="where artifacts, executed notebooks and summary.json go")
     parser.add_argument("--seed", type=count(0), default=None)
     parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 04")
     parser.add_argument("--in-place", action="store_true",

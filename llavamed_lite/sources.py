@@ -1,13 +1,15 @@
-"""What each stage trains on, from the configured data source (`data.source`) and the run directory's contract.
+"""What each stage trains on, from the configured data source (`data.source`)
+and the run directory's contract.
 
     source      stage 1                                stage 2                                  vqa (data.benchmark)
     tiny        the tiny world's alignment records     offline conversations on its captions    its questions, or a
     llava-med   the release's alignment 500K           the release's instruct variant           benchmark's train
     curated     notebook 02's alignment records        notebook 03's conversations              split (vqa-rad ...)
 
-At `tiny` the tiny world and its files are built on demand (seconds), so any stage runs on a fresh run directory.
-The other sources are never replaced by the tiny world: a missing input is a `MissingInput` error naming the file,
-the notebook or command that makes it, and the parameter to set.
+At `tiny` the tiny world and its files are built on demand (seconds), so any stage runs
+on a fresh run directory. The other sources are never replaced by the tiny world: a
+missing input is a `MissingInput` error naming the file, the notebook or command that
+makes it, and the parameter to set.
 """
 
 from collections import defaultdict
@@ -36,7 +38,8 @@ def ensure_world(cfg: Config, run_dir: str | Path, progress: bool = False) -> di
 
 
 def ensure_alignment(cfg: Config, run_dir: str | Path) -> Records:
-    """Stage-1 records of the tiny world (an image, a brief-description instruction, the caption as the answer)."""
+    """Stage-1 records of the tiny world (an image, a brief-description instruction,
+    the caption as the answer)."""
     world = ensure_world(cfg, run_dir)
     records = RunDir(run_dir).world_records("alignment_train.json")
     if not records.path.exists():
@@ -46,9 +49,10 @@ def ensure_alignment(cfg: Config, run_dir: str | Path) -> Records:
 
 
 def ensure_instruct(cfg: Config, run_dir: str | Path, progress: bool = False) -> Records:
-    """Stage-2 conversations of the tiny world: the offline backend on its train captions (03 writes the same file
-    with the same call, or another backend's file that is then kept)."""
-    from .instruct.synthesize import synthesize_offline  # loads the OpenAI client (a second): other stages skip it
+    """Stage-2 conversations of the tiny world: the offline backend on its train captions (03 writes
+    the same file with the same call, or another backend's file that is then kept)."""
+    # loads the OpenAI client (a second): other stages skip it
+    from .instruct.synthesize import synthesize_offline
 
     world = ensure_world(cfg, run_dir)
     out = RunDir(run_dir).instruct("tiny")
@@ -60,8 +64,9 @@ def curated_captions(run_dir: str | Path) -> Path:
     """Notebook 02's caption file, the input of 03 on the curated chain."""
     path = RunDir(run_dir).curated()["captions"]
     if not path.is_file():
-        raise MissingInput(f"{path} is missing: it is made by notebook 02 (or `llavamed-lite curate --run-dir {run_dir} "
-                           "--input PACKAGES`); or give notebook 03 a caption file with its `captions` parameter")
+        raise MissingInput(f"{path} is missing: it is made by notebook 02 (or `llavamed-lite curate --run-dir "
+                           f"{run_dir} --input PACKAGES`); or give notebook 03 a caption file with its `captions` "
+                           "parameter")
     return path
 
 
@@ -77,8 +82,8 @@ def curated_alignment(run_dir: str | Path) -> Records:
 
 
 def ensure_vqa(cfg: Config, run_dir: str | Path, benchmark: str | None = None) -> Records:
-    """VQA fine-tuning records: the tiny world's questions, or a benchmark's training split (images shrunk once to
-    4x the model's input size: resizing 1,000 px JPEGs at every step is slow)."""
+    """VQA fine-tuning records: the tiny world's questions, or a benchmark's training split (images
+    shrunk once to 4x the model's input size: resizing 1,000 px JPEGs at every step is slow)."""
     benchmark = benchmark or cfg.data.benchmark
     if benchmark == "tiny":
         ensure_world(cfg, run_dir)
@@ -98,7 +103,8 @@ def ensure_vqa(cfg: Config, run_dir: str | Path, benchmark: str | None = None) -
 
 def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | None = None,
                  progress: bool = True) -> Records:
-    """The records and image folder a stage trains on, from cfg.data.source (vqa: from the benchmark)."""
+    """The records and image folder a stage trains on, from
+    cfg.data.source (vqa: from the benchmark)."""
     stage, source = str(stage), check_source(cfg.data.source)
     if stage == "vqa":
         if (benchmark or cfg.data.benchmark) == "tiny" and source != "tiny":
@@ -115,8 +121,9 @@ def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | 
 
 
 def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 300) -> list[dict]:
-    """Figures to caption before and after stage 1, each {image, domain, caption}: the tiny world's held-out figures
-    at source tiny; otherwise the last n stage-1 records (seen in training: a smoke check, not a held-out score)."""
+    """Figures to caption before and after stage 1, each {image, domain, caption}: the tiny world's
+    held-out figures at source tiny; otherwise the last n stage-1 records (seen in training: a smoke
+    check, not a held-out score)."""
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
         return [{"image": str(world["root"] / r["image"]), "domain": record_domain(r), "caption": r["fig_caption"]}
@@ -127,8 +134,9 @@ def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int =
 
 
 def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3, turns: int = 3) -> list[dict]:
-    """Figures to chat about before and after stage 2, each {id, image, questions, answers}: the tiny world's
-    held-out questions at source tiny; otherwise the first n stage-2 conversations' own questions."""
+    """Figures to chat about before and after stage 2, each {id, image, questions, answers}:
+    the tiny world's held-out questions at source tiny; otherwise the first n stage-2
+    conversations' own questions."""
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
         by_pair = defaultdict(list)

@@ -1,7 +1,7 @@
-"""Safe extraction of PMC packages (`.tar.gz`): an archive from the internet may try to write outside the target
-(absolute paths, `..`, links), create devices, or unpack to an absurd size. Every member is checked before
-anything is written; one bad member refuses the whole package with an error naming the package and the member,
-and the caller goes on with the next package."""
+"""Safe extraction of PMC packages (`.tar.gz`): an archive from the internet may try to write
+outside the target (absolute paths, `..`, links), create devices, or unpack to an absurd size. Every
+member is checked before anything is written; one bad member refuses the whole package with an error
+naming the package and the member, and the caller goes on with the next package."""
 
 import shutil
 import tarfile
@@ -19,11 +19,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".we
 
 
 class ArchiveError(ValueError):
-    """A package that cannot be extracted: unsafe member, corrupt or truncated archive. Names package and member."""
+    """A package that cannot be extracted: unsafe member, corrupt or truncated
+    archive. Names package and member."""
 
 
 def curation_member(name: str) -> bool:
-    """The members curation needs: the article XML and images (PDFs, videos and supplements stay packed)."""
+    """The members curation needs: the article XML and images (PDFs, videos
+    and supplements stay packed)."""
     return name.lower().endswith(ARTICLE_SUFFIXES + IMAGE_SUFFIXES)
 
 
@@ -69,8 +71,9 @@ def _escapes(path: PurePosixPath) -> bool:
 def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], bool] = curation_member,
                  max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES,
                  max_members: int = MAX_MEMBERS) -> list[Path]:
-    """Check every member of `archive`, then extract the wanted regular files into `dest`. Returns the extracted
-    paths. Raises ArchiveError (unsafe member, too large, truncated or corrupt); `dest` is then left empty."""
+    """Check every member of `archive`, then extract the wanted regular files into `dest`.
+    Returns the extracted paths. Raises ArchiveError (unsafe member, too large, truncated or
+    corrupt); `dest` is then left empty."""
     archive, dest = Path(archive), Path(dest)
     package = archive.name
     try:
@@ -113,10 +116,10 @@ def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], 
 
 def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], out_dir: str | Path,
                           max_member_bytes: int = MAX_MEMBER_BYTES) -> list[dict]:
-    """LLaVA-Med's image manifest names, per package, the figure files to take (`image_file_path`) and their
-    `pair_id`: save each as out_dir/{pair_id}.jpg (RGB JPEG, written atomically; an existing one is kept).
-    Returns one {pair_id, status: "done"|"skipped"|"failed", reason} per listed image. Raises ArchiveError if
-    the package itself is unsafe or corrupt."""
+    """LLaVA-Med's image manifest names, per package, the figure files to take (`image_file_path`)
+    and their `pair_id`: save each as out_dir/{pair_id}.jpg (RGB JPEG, written atomically; an
+    existing one is kept). Returns one {pair_id, status: "done"|"skipped"|"failed", reason} per
+    listed image. Raises ArchiveError if the package itself is unsafe or corrupt."""
     archive, out_dir = Path(archive), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = {PurePosixPath(path).as_posix(): pair_id for path, pair_id in images}
@@ -148,7 +151,8 @@ def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], ou
 
 
 def find_article_xml(files: list[Path]) -> Path | None:
-    """The article's XML among a package's files: the `.nxml` (PMC) if there is one, else a single `.xml`."""
+    """The article's XML among a package's files: the `.nxml` (PMC) if there
+    is one, else a single `.xml`."""
     nxml = sorted(p for p in files if p.suffix.lower() == ".nxml")
     if nxml:
         return nxml[0]
@@ -157,8 +161,9 @@ def find_article_xml(files: list[Path]) -> Path | None:
 
 
 def find_graphic(href: str | None, folder: Path) -> Path | None:
-    """The image file for a <graphic xlink:href>: PMC hrefs usually omit the extension ("koaf197f1" ->
-    koaf197f1.jpg, not the .gif thumbnail); preprints name a .tif that packagers convert. Prefers jpg, then png."""
+    """The image file for a <graphic xlink:href>: PMC hrefs usually omit the extension
+    ("koaf197f1" -> koaf197f1.jpg, not the .gif thumbnail); preprints name a .tif that packagers
+    convert. Prefers jpg, then png."""
     if not href or href.startswith(("http:", "https:", "/")) or ".." in href:
         return None
     stem = PurePosixPath(href).name

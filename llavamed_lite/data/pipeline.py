@@ -1,11 +1,12 @@
 """The curation pipeline: PMC packages (or loose JATS articles) in, LLaVA-Med's files out.
 
-Per package: safe extraction -> JATS parsing -> per figure: caption and image checks -> domain (caption vocabulary,
-then zero-shot CLIP for captions that name none) -> duplicates -> the figure saved as images/{pair_id}.jpg.
-Every package's outcome is appended to a ledger, so an interrupted run resumes where it stopped without redoing
-finished packages (and rebuilds its duplicate index from the ledger, so the result does not depend on where it
-stopped). Then `finalize` writes, atomically, under run_dir/data/pmc/ (beside the tiny world, which lives in
-run_dir/data/ itself; `RunDir(run_dir).curated()` names every file):
+Per package: safe extraction -> JATS parsing -> per figure: caption and image checks -> domain
+(caption vocabulary, then zero-shot CLIP for captions that name none) -> duplicates -> the figure
+saved as images/{pair_id}.jpg. Every package's outcome is appended to a ledger, so an interrupted
+run resumes where it stopped without redoing finished packages (and rebuilds its duplicate index
+from the ledger, so the result does not depend on where it stopped). Then `finalize` writes,
+atomically, under run_dir/data/pmc/ (beside the tiny world, which lives in run_dir/data/ itself;
+`RunDir(run_dir).curated()` names every file):
 
     captions.json          caption file: pair_id, pmid, fig_id, fig_label, fig_caption, in_text_mention, domain
                            (+ image, pmcid, domain_name, license: extra fields readers ignore)
@@ -41,13 +42,16 @@ from .jats import Article, JATSError, parse_article
 
 
 class CurationError(RuntimeError):
-    """A run whose outputs would be worse than what is already there; the earlier outputs are kept."""
+    """A run whose outputs would be worse than what is already there;
+    the earlier outputs are kept."""
 
 
 @dataclass
 class Source:
-    """One article to curate: a PMC package (.tar.gz) or a loose JATS file with its images beside it."""
-    name: str  # unique in the run: the package file name, or the XML path relative to the input folder
+    """One article to curate: a PMC package (.tar.gz) or a loose JATS
+    file with its images beside it."""
+    # unique in the run: the package file name, or the XML path relative to the input folder
+    name: str
     path: Path
     kind: str  # "package" | "xml"
     url: str | None = None  # where the package came from (the image manifest's pmc_tar_url)
@@ -63,7 +67,8 @@ class CurationResult:
 
 
 def find_sources(inputs: list[str | Path], urls: dict[str, str] | None = None) -> list[Source]:
-    """Packages and loose articles under the inputs (files or folders, searched recursively), sorted by name."""
+    """Packages and loose articles under the inputs (files or folders, searched
+    recursively), sorted by name."""
     urls = urls or {}
     out: dict[str, Source] = {}
     for item in inputs:
@@ -87,7 +92,8 @@ def _pair_id(article, source: Source, fig_id: str) -> str:
 
 
 class Curator:
-    """Curates sources into run_dir/data. `image_classifier`: an ImageDomainClassifier or None (caption only)."""
+    """Curates sources into run_dir/data. `image_classifier`: an
+    ImageDomainClassifier or None (caption only)."""
 
     def __init__(self, run_dir: str | Path, filters: FilterConfig | None = None, image_classifier=None,
                  seed: int = 0):
@@ -101,7 +107,8 @@ class Curator:
 
     # ---- one source ----
     def curate_source(self, source: Source, dedup: Deduplicator) -> dict:
-        """Process one source; returns its ledger entry (kept figures with their records, rejects)."""
+        """Process one source; returns its ledger entry (kept figures
+        with their records, rejects)."""
         entry = {"source": source.name, "status": "ok", "reason": None, "kept": [], "rejected": []}
         work = self.paths["work"] / re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)
         try:
@@ -128,8 +135,8 @@ class Curator:
             shutil.rmtree(work, ignore_errors=True)
 
     def readable_figures(self, article: Article, source: Source, folder: Path, rejected: list) -> list[tuple]:
-        """The figures whose caption passes the filters and whose image opens: (fig, pair_id, path, image) each.
-        The others go to `rejected` with their reason."""
+        """The figures whose caption passes the filters and whose image opens: (fig, pair_id, path,
+        image) each. The others go to `rejected` with their reason."""
         candidates = []
         for fig in article.figures:
             pair_id = _pair_id(article, source, fig.fig_id)
@@ -149,8 +156,8 @@ class Curator:
 
     def keep_figures(self, candidates: list[tuple], article: Article, source: Source, root: Path,
                      dedup: Deduplicator, entry: dict) -> None:
-        """Classify the candidates' domain (caption and image, the images in one batch), drop other-domain figures
-        and duplicates, and save the rest with their records into `entry`."""
+        """Classify the candidates' domain (caption and image, the images in one batch), drop
+        other-domain figures and duplicates, and save the rest with their records into `entry`."""
         image_domains = (self.classifier.classify([c[3] for c in candidates])
                          if self.classifier is not None and candidates else [None] * len(candidates))
         for (fig, pair_id, path, image), image_domain in zip(candidates, image_domains):
@@ -181,9 +188,9 @@ class Curator:
     # ---- many sources ----
     def run(self, sources: list[Source], max_articles: int | None = None, progress: bool = True,
             restart: bool = False) -> CurationResult:
-        """Curate the sources not yet in the ledger, then finalize. Safe to call again after an interruption.
-        The ledger keeps each package's decisions: after changing filters or classifier, pass restart=True
-        (which deletes the earlier outputs of this run directory)."""
+        """Curate the sources not yet in the ledger, then finalize. Safe to call again after an
+        interruption. The ledger keeps each package's decisions: after changing filters or
+        classifier, pass restart=True (which deletes the earlier outputs of this run directory)."""
         if max_articles is not None and max_articles < 1:
             raise ValueError(f"max_articles must be >= 1, got {max_articles}")
         if restart:
@@ -211,8 +218,8 @@ class Curator:
 
     # ---- outputs ----
     def finalize(self, entries: list[dict]) -> CurationResult:
-        """Write the outputs for `entries`. A result with no figure never replaces outputs that hold some (raises
-        CurationError, everything kept): wrong inputs must not wipe a finished run."""
+        """Write the outputs for `entries`. A result with no figure never replaces outputs that hold
+        some (raises CurationError, everything kept): wrong inputs must not wipe a finished run."""
         records, manifest, rejects = [], [], []
         for e in entries:
             if e["status"] != "ok":
@@ -258,7 +265,8 @@ def _jsonl(row: dict) -> str:
 
 
 def _save_jpeg(image, path: Path) -> None:
-    """Write the image as JPEG atomically (temp file + rename): a killed run never leaves half an image."""
+    """Write the image as JPEG atomically (temp file + rename): a killed run
+    never leaves half an image."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     image.save(tmp, format="JPEG", quality=95)
@@ -267,9 +275,11 @@ def _save_jpeg(image, path: Path) -> None:
 
 def save_dataset(records: list[dict], alignment: list[dict], path: Path, seed: int = 0,
                  validation_fraction: float = 0.1):
-    """The curated pairs as a datasets.DatasetDict (train / validation, split by article so no article is in
-    both), saved with save_to_disk. Image paths are relative to the curated root (run_dir/data/pmc)."""
-    from datasets import Dataset, DatasetDict, Features, List, Value  # pyarrow + pandas: seconds on every `curate`
+    """The curated pairs as a datasets.DatasetDict (train / validation, split by article so
+    no article is in both), saved with save_to_disk. Image paths are relative to the
+    curated root (run_dir/data/pmc)."""
+    # pyarrow + pandas: seconds on every `curate`
+    from datasets import Dataset, DatasetDict, Features, List, Value
 
     features = Features({"id": Value("string"), "image": Value("string"), "pmid": Value("string"),
                          "pmcid": Value("string"), "fig_label": Value("string"), "caption": Value("string"),
@@ -290,7 +300,8 @@ def save_dataset(records: list[dict], alignment: list[dict], path: Path, seed: i
                       for k, v in split.items()})
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    dd.save_to_disk(str(tmp), num_shards={k: 1 for k in dd})  # one shard each, so an empty split still loads
+    # one shard each, so an empty split still loads
+    dd.save_to_disk(str(tmp), num_shards={k: 1 for k in dd})
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return dd

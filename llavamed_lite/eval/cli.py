@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--closed-suffix", action="store_true",
                         help="append LLaVA-Med's ' Please choose from the following two options: [yes, no]' "
                              "to CLOSED questions")
-    parser.add_argument("--model-id", default=None, help="model_id in the answer file (default: the model folder's last two path parts)")
+    parser.add_argument("--model-id", default=None,
+                        help="model_id in the answer file (default: the model folder's last two path parts)")
     parser.add_argument("--restart", action="store_true",
                         help="delete the answers in --out and answer every question again (needed when they were "
                              "written by other weights, e.g. after retraining the model in place)")
@@ -39,7 +40,8 @@ def main(args: argparse.Namespace) -> int:
                           max_new_tokens=args.max_new_tokens, model_id=args.model_id, device=args.device,
                           load_in_4bit=args.load_in_4bit,
                           dtype=args.dtype, restart=args.restart)
-    except (FileNotFoundError, ValueError) as e:  # bad input: say what and where, without a traceback
+    # bad input: say what and where, without a traceback
+    except (FileNotFoundError, ValueError) as e:
         print(f"llavamed-lite evaluate: {e}", file=sys.stderr)
         return 2
     summary = {k: v for k, v in scores.items() if k != "by_question_type"}

@@ -1,6 +1,6 @@
-"""Answer a VQA benchmark with a saved model and score it: out_dir/answers.jsonl (LLaVA-Med's answer format, in
-question order) and out_dir/scores.json (`vqa_scores` in the paper's mode, our strict figures beside them, with a
-breakdown by question type)."""
+"""Answer a VQA benchmark with a saved model and score it: out_dir/answers.jsonl (LLaVA-Med's answer
+format, in question order) and out_dir/scores.json (`vqa_scores` in the paper's mode, our strict
+figures beside them, with a breakdown by question type)."""
 
 import hashlib
 from pathlib import Path
@@ -14,12 +14,14 @@ from .vqa import VQAItem, load_benchmark
 
 ANSWERS_FILE = "answers.jsonl"
 SCORES_FILE = "scores.json"
-VQA_MAX_NEW_TOKENS = 64  # short VQA answers; chat answers get LLaVA-Med's 1,024 (judge.CHAT_MAX_NEW_TOKENS)
+# short VQA answers; chat answers get LLaVA-Med's 1,024 (judge.CHAT_MAX_NEW_TOKENS)
+VQA_MAX_NEW_TOKENS = 64
 
 
 def score_answers(items: Iterable[VQAItem], answers: Iterable[dict]) -> dict:
-    """`vqa_scores` (the paper's mode) of answer records against their questions, matched by question_id; every
-    question needs an answer. `metric` says which figures are the paper's and which are ours."""
+    """`vqa_scores` (the paper's mode) of answer records against their questions, matched
+    by question_id; every question needs an answer. `metric` says which figures are the
+    paper's and which are ours."""
     by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
     items = list(items)
     missing = [it.question_id for it in items if str(it.question_id) not in by_id]
@@ -31,12 +33,14 @@ def score_answers(items: Iterable[VQAItem], answers: Iterable[dict]) -> dict:
 
 
 def default_model_id(model_dir: str | Path) -> str:
-    return "/".join(Path(model_dir).resolve().parts[-2:])  # e.g. "stage2/model": stages all save to "model"
+    # e.g. "stage2/model": stages all save to "model"
+    return "/".join(Path(model_dir).resolve().parts[-2:])
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
-    """What identifies a saved model's answers: a hash of its config.json and of each weight file's name, size and
-    modification time (cheap on a 14 GB model, and new whenever the folder is retrained or replaced in place)."""
+    """What identifies a saved model's answers: a hash of its config.json and of each weight file's
+    name, size and modification time (cheap on a 14 GB model, and new whenever the folder is
+    retrained or replaced in place)."""
     model_dir, digest = Path(model_dir), hashlib.sha256()
     if (model_dir / "config.json").is_file():
         digest.update((model_dir / "config.json").read_bytes())
@@ -50,9 +54,9 @@ def model_fingerprint(model_dir: str | Path) -> str:
 def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path, model_id: str | None = None,
                  batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
                  progress: bool = True, restart: bool = False, load_in_4bit: bool = False) -> list[dict]:
-    """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an answer file,
-    resuming it when the same weights wrote it (`model_fingerprint`; another model's file is refused), or starting
-    it afresh with `restart`; return all its answer records."""
+    """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an
+    answer file, resuming it when the same weights wrote it (`model_fingerprint`; another model's
+    file is refused), or starting it afresh with `restart`; return all its answer records."""
     if restart:
         Path(out_path).unlink(missing_ok=True)
     model, processor = load_llava(model_dir, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
@@ -65,9 +69,9 @@ def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: 
              closed_suffix: bool = False, max_new_tokens: int = VQA_MAX_NEW_TOKENS, model_id: str | None = None,
              device: str = "auto", dtype: str = "auto", progress: bool = True, restart: bool = False,
              load_in_4bit: bool = False) -> dict:
-    """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and return the scores.
-    Answers written by other weights (another model, or this folder before it was retrained) are never resumed: the
-    run is refused until `restart` deletes them."""
+    """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and
+    return the scores. Answers written by other weights (another model, or this folder before it was
+    retrained) are never resumed: the run is refused until `restart` deletes them."""
     items = load_benchmark(benchmark, split, source, closed_suffix=closed_suffix)
     if limit is not None:
         items = items[:limit]

@@ -1,22 +1,25 @@
 """LLaVA-Med's chat evaluation: an LLM judge compares the model's answer with a reference answer.
 
-Set up as in the paper. The judge is told that the user asked the question while looking at an image, which it
-cannot see: the figure's caption and context (the article's sentences citing it) stand in for the image. It sees
-the question, the reference answer (GPT-4's in the paper, written from the caption) as Assistant 1 and the model's
-answer as Assistant 2, rates both for helpfulness, relevance, accuracy and level of detail from 1 to 10, and puts
-"score_ref score_model" on its first line, then explains. It is not told how either answer was written (the
-reference writer read the caption, the model saw the image); nothing it is told is false. It answers at
-temperature 0. The paper's relative score is the mean over questions of score_model / score_ref x 100, grouped by
+Set up as in the paper. The judge is told that the user asked the question while looking at an
+image, which it cannot see: the figure's caption and context (the article's sentences citing it)
+stand in for the image. It sees the question, the reference answer (GPT-4's in the paper, written
+from the caption) as Assistant 1 and the model's answer as Assistant 2, rates both for helpfulness,
+relevance, accuracy and level of detail from 1 to 10, and puts "score_ref score_model" on its first
+line, then explains. It is not told how either answer was written (the reference writer read the
+caption, the model saw the image); nothing it is told is false. It answers at temperature 0. The
+paper's relative score is the mean over questions of score_model / score_ref x 100, grouped by
 question type ("conversation", "detailed_description") and by domain.
 
-The model's chat answers are written greedily with up to CHAT_MAX_NEW_TOKENS new tokens, LLaVA-Med's 1,024: a
-detailed description cut short would lower the judge's score for a reason that is not the model's.
+The model's chat answers are written greedily with up to CHAT_MAX_NEW_TOKENS new tokens,
+LLaVA-Med's 1,024: a detailed description cut short would lower the judge's score for a
+reason that is not the model's.
 
-Requests go through the instruction-synthesis engine (llavamed_lite.instruct): cached, concurrent, retried. The
-judge is the one the caller names, never one picked because a key is in the environment: by default the local
-stand-in (judge_stand_in.py: rule-based, offline, not comparable with GPT-4's numbers), or with `base_url` any
-OpenAI-compatible server, or with backend="openai" and no base_url OpenAI itself (OPENAI_API_KEY). Results carry
-the judge's name. The chat-evaluation questions for the tiny world come from `chat_questions(caption_records)`.
+Requests go through the instruction-synthesis engine (llavamed_lite.instruct): cached, concurrent,
+retried. The judge is the one the caller names, never one picked because a key is in the
+environment: by default the local stand-in (judge_stand_in.py: rule-based, offline, not comparable
+with GPT-4's numbers), or with `base_url` any OpenAI-compatible server, or with backend="openai" and
+no base_url OpenAI itself (OPENAI_API_KEY). Results carry the judge's name. The chat-evaluation
+questions for the tiny world come from `chat_questions(caption_records)`.
 """
 
 import asyncio
@@ -47,9 +50,11 @@ CHAT_TYPES = ("conversation", "detailed_description")
 DETAIL_PROMPTS = ("Describe this image in detail.", "Give a detailed description of what this figure shows.",
                   "Walk me through the findings in this image.", "What are the key findings in this image?")
 
-CHAT_MAX_NEW_TOKENS = 1024  # LLaVA-Med's cap on chat answers (short VQA answers: evaluate.VQA_MAX_NEW_TOKENS)
+# LLaVA-Med's cap on chat answers (short VQA answers: evaluate.VQA_MAX_NEW_TOKENS)
+CHAT_MAX_NEW_TOKENS = 1024
 JUDGE_BACKENDS = ("stand-in", "openai")
-QUESTION_FIELDS = ("question_id", "text", "gpt4_answer", "fig_caption")  # what the judge's prompt is built from
+# what the judge's prompt is built from
+QUESTION_FIELDS = ("question_id", "text", "gpt4_answer", "fig_caption")
 SCORES_FILE, REVIEWS_FILE = "judge_scores.json", "judge_reviews.jsonl"
 
 JUDGE_SYSTEM = "You are a precise and helpful assistant who reviews the quality of answers."
@@ -67,9 +72,10 @@ JUDGE_INSTRUCTIONS = (
 
 # ---- chat-evaluation questions -------------------------------------------------------------------------------
 def chat_questions(caption_records: Iterable[dict], n_conversation: int = 3, seed: int = 0) -> list[dict]:
-    """Questions in LLaVA-Med's chat-evaluation format from tiny-world caption records (which carry `findings` and
-    `image`): per figure one "detailed_description" (reference: a plain description of the findings) and up to
-    `n_conversation` "conversation" questions (reference: one true sentence about the finding asked for)."""
+    """Questions in LLaVA-Med's chat-evaluation format from tiny-world caption records (which carry
+    `findings` and `image`): per figure one "detailed_description" (reference: a plain description
+    of the findings) and up to `n_conversation` "conversation" questions (reference: one true
+    sentence about the finding asked for)."""
     rng = np.random.default_rng(seed)
     out = []
     for i, record in enumerate(caption_records):
@@ -97,9 +103,11 @@ def chat_items(questions: Iterable[dict], image_folder: str | Path) -> list[VQAI
 
 def answer_chat(model_dir: str | Path, questions: list[dict], image_folder: str | Path, out_path: str | Path,
                 max_new_tokens: int = CHAT_MAX_NEW_TOKENS, **kwargs) -> list[dict]:
-    """A saved model's answers to chat questions, greedy, up to LLaVA-Med's 1,024 new tokens unless told otherwise,
-    resuming `out_path`; kwargs go to `evaluate.answer_items` (batch_size, device, progress, restart, ...)."""
-    from .evaluate import answer_items  # torch and transformers: judging saved answers does not need them
+    """A saved model's answers to chat questions, greedy, up to LLaVA-Med's 1,024 new tokens
+    unless told otherwise, resuming `out_path`; kwargs go to `evaluate.answer_items` (batch_size,
+    device, progress, restart, ...)."""
+    # torch and transformers: judging saved answers does not need them
+    from .evaluate import answer_items
 
     return answer_items(model_dir, chat_items(questions, image_folder), out_path, max_new_tokens=max_new_tokens,
                         **kwargs)
@@ -107,8 +115,8 @@ def answer_chat(model_dir: str | Path, questions: list[dict], image_folder: str 
 
 # ---- the judge's prompt and reply ----------------------------------------------------------------------------
 def judge_messages(question: dict, model_answer: str) -> list[dict]:
-    """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews). The context is the
-    caption and the inline mentions, as the instruction prompts show them."""
+    """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews). The
+    context is the caption and the inline mentions, as the instruction prompts show them."""
     context = user_message(question.get("fig_label") or "Figure", question["fig_caption"], mention_texts(question))
     user = (f"[Context]\n{context}\n\n[Question]\n{question['text']}\n\n"
             f"[Assistant 1]\n{question['gpt4_answer']}\n[End of Assistant 1]\n\n"
@@ -122,8 +130,8 @@ def preview_prompt(question: dict, model_answer: str) -> str:
 
 
 class JudgeParseError(ValueError):
-    """A judge reply without two usable scores on its first line: `reason` is a short category (failures are
-    counted by it), the message adds the offending line."""
+    """A judge reply without two usable scores on its first line: `reason` is a short category
+    (failures are counted by it), the message adds the offending line."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -131,17 +139,19 @@ class JudgeParseError(ValueError):
 
 
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?:\s*/\s*10\b)?")
-_LABELS = re.compile(r"[*`#]|assistant\s*[12]\b", re.IGNORECASE)  # markdown, and "Assistant 1: 8" labels
+# markdown, and "Assistant 1: 8" labels
+_LABELS = re.compile(r"[*`#]|assistant\s*[12]\b", re.IGNORECASE)
 
 
 def parse_judge_reply(text: str | None) -> tuple[float, float]:
-    """(score_ref, score_model) from the first non-empty line (markdown, "Scores:" and "Assistant 1:" labels are
-    tolerated; a first line without numbers, such as "Scores:", defers to the next).
+    """(score_ref, score_model) from the first non-empty line (markdown, "Scores:" and "Assistant
+    1:" labels are tolerated; a first line without numbers, such as "Scores:", defers to the next).
     Raises JudgeParseError with a reason when the line does not hold exactly two scores in 0-10."""
     if not isinstance(text, str) or not text.strip():
         raise JudgeParseError("empty reply")
     lines = [_LABELS.sub(" ", ln) for ln in text.strip().splitlines() if ln.strip()]
-    line = lines[0] if _NUMBER.search(lines[0]) or len(lines) == 1 else lines[1]  # "Scores:" alone, then "8 6"
+    # the scores' line: the first, or the second after a "Scores:" line alone ("Scores:", then "8 6")
+    line = lines[0] if _NUMBER.search(lines[0]) or len(lines) == 1 else lines[1]
     scores = [float(m) for m in _NUMBER.findall(line)]
     if len(scores) != 2:
         raise JudgeParseError("not two scores", f"{len(scores)} number(s) in {line.strip()[:80]!r}")
@@ -176,8 +186,8 @@ def review_of(question: dict, reply: str | None, failed: str | None = None) -> R
 
 
 def relative_scores(reviews: Iterable[Review]) -> dict:
-    """The paper's relative score (mean of score_model / score_ref x 100) overall, by type and by domain, with
-    counts; failed reviews are counted by reason and left out of the means."""
+    """The paper's relative score (mean of score_model / score_ref x 100) overall, by type and by
+    domain, with counts; failed reviews are counted by reason and left out of the means."""
     reviews = list(reviews)
     ok = [r for r in reviews if r.failed is None]
 
@@ -199,10 +209,11 @@ def relative_scores(reviews: Iterable[Review]) -> dict:
 
 # ---- running the judge ---------------------------------------------------------------------------------------
 def judge_backend_name(backend: str | None = None, base_url: str | None = None) -> str:
-    """The judge that runs: the one named; else the OpenAI-compatible server at base_url; else the stand-in.
-    A key in the environment never chooses one."""
+    """The judge that runs: the one named; else the OpenAI-compatible server at base_url; else the
+    stand-in. A key in the environment never chooses one."""
     name = backend or ("openai" if base_url else "stand-in")
-    if name not in JUDGE_BACKENDS:  # e.g. the instruction engine's offline backend, which writes conversations
+    # not a judge, e.g. the instruction engine's offline backend, which writes conversations
+    if name not in JUDGE_BACKENDS:
         raise ValueError(f"judge backend {name!r}: choose one of {', '.join(JUDGE_BACKENDS)}")
     if name == "stand-in" and base_url:
         raise ValueError(f"judge backend 'stand-in' runs in-process; it takes no base_url (got {base_url!r})")
@@ -210,7 +221,8 @@ def judge_backend_name(backend: str | None = None, base_url: str | None = None) 
 
 
 def judge_status(backend: str | None = None, base_url: str | None = None) -> str | None:
-    """None when the named judge can be called; otherwise why not (OpenAI itself named, without its key)."""
+    """None when the named judge can be called; otherwise why not (OpenAI
+    itself named, without its key)."""
     if judge_backend_name(backend, base_url) != "openai" or base_url or os.environ.get("OPENAI_API_KEY"):
         return None
     return ("No judge available: backend='openai' without base_url is OpenAI's own API and needs OPENAI_API_KEY in "
@@ -222,12 +234,14 @@ def judge_status(backend: str | None = None, base_url: str | None = None) -> str
 class JudgeResult:
     reviews: list[Review]
     scores: dict
-    run: dict = field(default_factory=dict)  # the engine's counts: requests, cached, failed, tokens, cost
+    # the engine's counts: requests, cached, failed, tokens, cost
+    run: dict = field(default_factory=dict)
     judge: dict = field(default_factory=dict)  # {"backend", "model"}: which judge gave these scores
 
 
 def check_chat_inputs(questions: list[dict], answers: Iterable[dict]) -> dict[str, str]:
-    """question_id -> the model's answer text; a question without its fields or its answer is an error."""
+    """question_id -> the model's answer text; a question without its
+    fields or its answer is an error."""
     by_id = {}
     for i, a in enumerate(answers):
         if not isinstance(a, dict) or "question_id" not in a:
@@ -246,9 +260,10 @@ def check_chat_inputs(questions: list[dict], answers: Iterable[dict]) -> dict[st
 async def judge_async(questions: list[dict], answers: Iterable[dict], backend, cache=None, concurrency: int = 4,
                       retry=None, progress: bool = True) -> JudgeResult:
     """Ask the judge about every (question, model answer) pair; `backend` is the engine's (a
-    judge_stand_in.StandInJudge, or `llavamed_lite.instruct.synthesize.make_backend("openai", model=...,
-    base_url=...)`), `cache` a path or ResponseCache (a rerun asks only what is not cached), `retry` an engine
-    RetryPolicy. A request that fails or a reply without two scores is a review counted by its reason."""
+    judge_stand_in.StandInJudge, or `llavamed_lite.instruct.synthesize.make_backend("openai",
+    model=..., base_url=...)`), `cache` a path or ResponseCache (a rerun asks only what is not
+    cached), `retry` an engine RetryPolicy. A request that fails or a reply without two scores is a
+    review counted by its reason."""
     by_id = check_chat_inputs(questions, answers)
     requests = []
     for q in questions:
@@ -283,8 +298,9 @@ def judge(questions: list[dict], answers: Iterable[dict], backend, **kwargs) -> 
 
 
 def write_judge_results(out_dir: str | Path, result: JudgeResult) -> tuple[Path, Path]:
-    """`judge_scores.json` ({"judge", "scores", "run"}) and `judge_reviews.jsonl` (one line per question: id, type,
-    domain, both scores, why it failed, the judge's reply), each written whole or not at all."""
+    """`judge_scores.json` ({"judge", "scores", "run"}) and `judge_reviews.jsonl` (one line
+    per question: id, type, domain, both scores, why it failed, the judge's reply), each
+    written whole or not at all."""
     out_dir = Path(out_dir)
     reviews = "".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in result.reviews)
     scores = atomic_write_json(out_dir / SCORES_FILE, {"judge": result.judge, "scores": result.scores,
@@ -293,8 +309,9 @@ def write_judge_results(out_dir: str | Path, result: JudgeResult) -> tuple[Path,
 
 
 def judge_table(result: JudgeResult) -> str:
-    """The relative scores as a markdown table: overall, by question type, by domain, with the judge's name above
-    and the failed reviews below (a stand-in's number is not GPT-4's: the caption says which judge it was)."""
+    """The relative scores as a markdown table: overall, by question type, by domain, with the
+    judge's name above and the failed reviews below (a stand-in's number is not GPT-4's: the
+    caption says which judge it was)."""
     judge_name = f"{result.judge.get('backend', '?')} ({result.judge.get('model', '?')})"
     lines = [f"Judge: **{judge_name}**", "", "| group | questions | mean score, reference | mean score, model "
              "| relative score (model / reference x 100) |", "| --- | ---: | ---: | ---: | ---: |"]
@@ -311,11 +328,12 @@ def judge_table(result: JudgeResult) -> str:
 
 def run_judge(questions: list[dict], answers: list[dict], backend: str | None = None, model: str | None = None,
               base_url: str | None = None, out_dir: str | Path | None = None, **kwargs) -> JudgeResult | None:
-    """The chat evaluation with the judge the caller names (judge_backend_name): the stand-in by default, an
-    OpenAI-compatible server at base_url, or OpenAI itself (backend="openai"; key from the environment, or it
-    prints why not and the first prompt, sends nothing and returns None). With out_dir the scores and reviews are
-    written there (write_judge_results). kwargs go to `judge` (cache, concurrency, retry, progress). Azure: build the
-    backend with `make_backend("openai", azure_endpoint=...)` and call `judge`."""
+    """The chat evaluation with the judge the caller names (judge_backend_name): the stand-in by
+    default, an OpenAI-compatible server at base_url, or OpenAI itself (backend="openai"; key from
+    the environment, or it prints why not and the first prompt, sends nothing and returns None).
+    With out_dir the scores and reviews are written there (write_judge_results). kwargs go to
+    `judge` (cache, concurrency, retry, progress). Azure: build the backend with
+    `make_backend("openai", azure_endpoint=...)` and call `judge`."""
     name = judge_backend_name(backend, base_url)
     reason = judge_status(name, base_url)
     if reason is not None:

@@ -1,7 +1,7 @@
 """LLaVA-Med's VQA metrics, written out so that users can see which number is which.
 
-`mode="paper"` (the default) scores exactly as LLaVA-Med's published numbers were scored. Both strings are
-lower-cased and normalised by the VQA challenge's rules (`normalize_paper`):
+`mode="paper"` (the default) scores exactly as LLaVA-Med's published numbers were scored. Both
+strings are lower-cased and normalised by the VQA challenge's rules (`normalize_paper`):
 1. Punctuation: each of the 21 characters ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted when it stands next
    to a space anywhere in the string, or when the string holds a digit-comma-digit anywhere; otherwise it becomes a
    space. The test is on the whole string, per character: "left-sided - lower lobe" loses every dash.
@@ -44,8 +44,8 @@ PAPER_NUMBER_WORDS = {"none": "0", **{w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten".split())}}
 ARTICLES = {"a", "an", "the"}
 # The contracted forms of the VQA table. Its keys drop one apostrophe of a form ("dont" -> "don't",
-# "couldnt've" and "couldn'tve" -> "couldn't've"). Its forms with a capital I ("I'm", "I've", "I'd've") can never
-# match lower-cased text, so they are not here.
+# "couldnt've" and "couldn'tve" -> "couldn't've"). Its forms with a capital I ("I'm", "I've",
+# "I'd've") can never match lower-cased text, so they are not here.
 _CONTRACTED = """
 ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't he'd he'd've
 he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've mustn't must've needn't not've
@@ -66,7 +66,8 @@ def normalize_paper(text: str) -> str:
     text = str(text).lower()
     keep_together = bool(_DIGIT_COMMA_DIGIT.search(text))
     out = text
-    for c in PAPER_PUNCTUATION:  # the condition looks at the whole original string, once per character
+    # the condition looks at the whole original string, once per character
+    for c in PAPER_PUNCTUATION:
         out = out.replace(c, "" if keep_together or f"{c} " in text or f" {c}" in text else " ")
     out = _PERIOD.sub("", out, count=PERIODS_REMOVED)
     words = [PAPER_NUMBER_WORDS.get(w, w) for w in out.split()]
@@ -75,12 +76,14 @@ def normalize_paper(text: str) -> str:
 
 
 def closed_hit(prediction: str, answer: str) -> float:
-    """The paper's closed score: the normalised answer occurs in the normalised prediction (as a substring)."""
+    """The paper's closed score: the normalised answer occurs in the normalised
+    prediction (as a substring)."""
     return float(normalize_paper(answer) in normalize_paper(prediction))
 
 
 def open_recall(prediction: str, answer: str) -> float:
-    """The paper's open score: recall over word counts, the prediction's count for each shared word."""
+    """The paper's open score: recall over word counts, the prediction's
+    count for each shared word."""
     pred, gt = Counter(normalize_paper(prediction).split()), Counter(normalize_paper(answer).split())
     tp = sum(n for w, n in pred.items() if w in gt)
     fn = sum(n for w, n in gt.items() if w not in pred)
@@ -106,8 +109,9 @@ YES_NO = ("yes", "no")
 
 
 def normalize(text: str) -> list[str]:
-    """Our tokens (strict closed accuracy, F1, the lenient mode, the baselines): lower-case, contractions expanded,
-    punctuation to spaces (periods between digits kept: "2.5"), number words up to twenty to digits, no articles."""
+    """Our tokens (strict closed accuracy, F1, the lenient mode, the baselines): lower-case,
+    contractions expanded, punctuation to spaces (periods between digits kept: "2.5"), number words
+    up to twenty to digits, no articles."""
     text = str(text).lower().replace("\u2019", "'")
     text = _CONTRACTION.sub(lambda m: CONTRACTIONS[m.group(1)], text)
     text = text.replace("'", "")  # possessives: "patient's" -> "patients"
@@ -117,13 +121,15 @@ def normalize(text: str) -> list[str]:
 
 
 def closed_hit_lenient(prediction: str, answer: str) -> float:
-    """Ours, lenient: our normalised answer is a substring of our normalised prediction (0 for an empty answer)."""
+    """Ours, lenient: our normalised answer is a substring of our normalised
+    prediction (0 for an empty answer)."""
     gt = " ".join(normalize(answer))
     return float(bool(gt) and gt in " ".join(normalize(prediction)))
 
 
 def closed_hit_strict(prediction: str, answer: str) -> float:
-    """Ours, strict: whole words in order; for yes/no answers, the prediction's first yes/no word decides."""
+    """Ours, strict: whole words in order; for yes/no answers, the
+    prediction's first yes/no word decides."""
     gt, pred = normalize(answer), normalize(prediction)
     if not gt:
         return 0.0
@@ -135,7 +141,8 @@ def closed_hit_strict(prediction: str, answer: str) -> float:
 
 
 def open_recall_f1(prediction: str, answer: str) -> tuple[float, float]:
-    """Ours: (recall, F1) of answer tokens in the prediction, each counted at most as often as in both."""
+    """Ours: (recall, F1) of answer tokens in the prediction, each counted
+    at most as often as in both."""
     gt, pred = Counter(normalize(answer)), Counter(normalize(prediction))
     common = sum((gt & pred).values())
     if not gt or not common:
@@ -146,8 +153,9 @@ def open_recall_f1(prediction: str, answer: str) -> tuple[float, float]:
 
 # ---- scoring a benchmark ----------------------------------------------------------------------------------------
 def answer_kind(value, mode: str = "paper") -> str | None:
-    """"OPEN" or "CLOSED". The paper's scorer takes only these exact strings (None: the row is skipped); the lenient
-    mode reads them case- and space-insensitively and refuses anything else."""
+    """"OPEN" or "CLOSED". The paper's scorer takes only these exact strings
+    (None: the row is skipped); the lenient mode reads them case- and
+    space-insensitively and refuses anything else."""
     if mode == "paper":
         return value if value in ("OPEN", "CLOSED") else None
     kind = value.strip().upper() if isinstance(value, str) else None
@@ -157,7 +165,8 @@ def answer_kind(value, mode: str = "paper") -> str | None:
 
 
 def score_one(prediction: str, answer: str, answer_type: str, mode: str = "paper") -> dict:
-    """Per-question scores: closed and closed_strict for CLOSED; recall, hit and f1 for OPEN; {} when skipped."""
+    """Per-question scores: closed and closed_strict for CLOSED; recall, hit and
+    f1 for OPEN; {} when skipped."""
     kind = answer_kind(answer_type, mode)
     if kind is None:
         return {}
@@ -172,9 +181,10 @@ def score_one(prediction: str, answer: str, answer_type: str, mode: str = "paper
 
 def vqa_scores(predictions: Sequence[str], answers: Sequence[str], answer_types: Sequence[str],
                question_types: Sequence[str] | None = None, mode: str = "paper") -> dict:
-    """Predictions and answers paired by position. Returns `mode`, closed_accuracy, open_recall, open_accuracy (the
-    paper's in paper mode) and ours beside them, closed_accuracy_strict and open_f1 (fractions in [0, 1]; None when
-    there is no question of that kind), n_closed, n_open, n_skipped; with question_types also `by_question_type`."""
+    """Predictions and answers paired by position. Returns `mode`, closed_accuracy, open_recall,
+    open_accuracy (the paper's in paper mode) and ours beside them, closed_accuracy_strict and
+    open_f1 (fractions in [0, 1]; None when there is no question of that kind), n_closed, n_open,
+    n_skipped; with question_types also `by_question_type`."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if not len(predictions) == len(answers) == len(answer_types):
@@ -210,7 +220,7 @@ def _summarise(rows: list[dict]) -> dict:
 
 
 def forgiven_by_lenient(predictions: Sequence[str], answers: Sequence[str], answer_types: Sequence[str]) -> list[int]:
-    """Indices of CLOSED questions the paper's substring metric counts as right but our strict one does not
-    (e.g. answer "no", prediction "I do not know")."""
+    """Indices of CLOSED questions the paper's substring metric counts as right but our strict one
+    does not (e.g. answer "no", prediction "I do not know")."""
     return [i for i, (pred, ans, kind) in enumerate(zip(predictions, answers, answer_types))
             if answer_kind(kind) == "CLOSED" and closed_hit(pred or "", ans) > closed_hit_strict(pred or "", ans)]

@@ -1,11 +1,12 @@
-"""What notebook 06 shows of an evaluation: scores beside baselines and the paper, bars per question type, a gallery
-of questions with their answers and predictions, and the closed answers that only the paper's metric counts.
+"""What notebook 06 shows of an evaluation: scores beside baselines and the paper, bars per
+question type, a gallery of questions with their answers and predictions, and the closed answers
+that only the paper's metric counts.
 
-Columns marked "paper metric" are LLaVA-Med's scoring (`metrics.vqa_scores(mode="paper")`), the ones comparable
-with the paper's table; "ours" marks our stricter figures beside them.
+Columns marked "paper metric" are LLaVA-Med's scoring (`metrics.vqa_scores(mode="paper")`), the ones
+comparable with the paper's table; "ours" marks our stricter figures beside them.
 
-Everything takes `VQAItem`s and the answer records `generate_answers` writes (matched by question_id), so it works
-the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
+Everything takes `VQAItem`s and the answer records `generate_answers` writes (matched by
+question_id), so it works the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
 """
 
 import textwrap
@@ -22,7 +23,8 @@ from .vqa import VQAItem
 
 
 def predictions_for(items: Sequence[VQAItem], answers: Iterable[dict]) -> list[str]:
-    """The answer text for each item, in the items' order (answer records matched by question_id)."""
+    """The answer text for each item, in the items' order (answer
+    records matched by question_id)."""
     by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
     missing = [it.question_id for it in items if str(it.question_id) not in by_id]
     if missing:
@@ -37,8 +39,9 @@ def scores_of(items: Sequence[VQAItem], predictions: Sequence[str]) -> dict:
 
 
 def baseline_scores(train: Sequence[VQAItem], test: Sequence[VQAItem]) -> dict[str, dict]:
-    """Scores of the image-free answers on `test`: always "yes", and the most frequent training answer per question
-    type (learnt from `train`). A model has to beat these to show that it looks at the image."""
+    """Scores of the image-free answers on `test`: always "yes", and the most frequent
+    training answer per question type (learnt from `train`). A model has to beat these to show
+    that it looks at the image."""
     return {'always "yes"': scores_of(test, always_yes(test)),
             "majority per question type": scores_of(test, majority_answer(train, test))}
 
@@ -48,8 +51,8 @@ def _pct(value: float | None) -> str:
 
 
 def scores_table(scores: dict[str, dict]) -> str:
-    """A markdown table, one row per named `vqa_scores` dict: closed (paper metric, strict), open (recall as the
-    paper, F1), counts (and the rows the paper's scorer skips)."""
+    """A markdown table, one row per named `vqa_scores` dict: closed (paper metric, strict), open
+    (recall as the paper, F1), counts (and the rows the paper's scorer skips)."""
     lines = ["| | closed (paper metric) | closed (strict, ours) | open recall (paper metric) | open F1 (ours) "
              "| closed / open questions (skipped) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -61,8 +64,8 @@ def scores_table(scores: dict[str, dict]) -> str:
 
 
 def paper_table(rows: Sequence[dict]) -> str:
-    """`paper.vqa_table` rows as a markdown table (percent): the paper metric, our strict closed accuracy beside it
-    (the paper gives none)."""
+    """`paper.vqa_table` rows as a markdown table (percent): the paper metric, our strict closed
+    accuracy beside it (the paper gives none)."""
     lines = ["| method | open recall (paper metric) | closed (paper metric) | closed (strict, ours) |",
              "| --- | ---: | ---: | ---: |"]
     for r in rows:
@@ -72,8 +75,9 @@ def paper_table(rows: Sequence[dict]) -> str:
 
 
 def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None, min_questions: int = 1):
-    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars, strict as black
-    ticks) on the left, open recall on the right. Types with fewer than `min_questions` questions are left out."""
+    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars,
+    strict as black ticks) on the left, open recall on the right. Types with fewer than
+    `min_questions` questions are left out."""
     if ax_closed is None or ax_open is None:
         fig, (ax_closed, ax_open) = plt.subplots(1, 2, figsize=(13, 4))
     else:
@@ -104,7 +108,8 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
 
 
 def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int = 8, seed: int = 0) -> list[int]:
-    """Indices of n questions for a gallery: half closed, half open where possible, on distinct images."""
+    """Indices of n questions for a gallery: half closed, half open where
+    possible, on distinct images."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
     picked, images = [], set()
@@ -152,7 +157,8 @@ def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: 
 
 
 def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str], limit: int = 10) -> list[dict]:
-    """Closed questions that the paper's substring metric counts as right and our strict one does not."""
+    """Closed questions that the paper's substring metric counts as right
+    and our strict one does not."""
     idx = forgiven_by_lenient(list(predictions), [it.answer for it in items], [it.answer_type for it in items])
     return [{"question_id": items[i].question_id, "question": items[i].question, "answer": items[i].answer,
              "prediction": predictions[i]} for i in idx[:limit]]
@@ -167,9 +173,9 @@ def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "
 
 
 def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = "training loss", ax=None):
-    """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one axis. The loss axis
-    is logarithmic: late in training 0.012 against 0.044 is the difference that matters, and a linear axis flattens
-    it to the floor."""
+    """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one
+    axis. The loss axis is logarithmic: late in training 0.012 against 0.044 is the difference that
+    matters, and a linear axis flattens it to the floor."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3))
     curves = history if isinstance(history, dict) else {None: history}

@@ -8,7 +8,8 @@ Readers (each checks every row and names the file and row of the first bad one):
 - `load_pathvqa(source, split)`: PathVQA's Hugging Face parquet layout (columns image {bytes, path}, question, answer).
 - `load_llava_vqa(path)`: LLaVA-Med's VQA JSON `{id, image, answer_type, question_type, conversations}`; the tiny
   world writes its questions in this format.
-`load_benchmark(name, split)` picks one by name. `closed_suffix=True` appends LLaVA-Med's closed-question suffix.
+`load_benchmark(name, split)` picks one by name. `closed_suffix=True` appends
+LLaVA-Med's closed-question suffix.
 """
 
 import hashlib
@@ -30,7 +31,8 @@ SPLITS = ("train", "validation", "test")
 class VQAItem:
     """One question about one image. `image` is a file path; `answer_type` is "OPEN" or "CLOSED"."""
 
-    question_id: str | int  # the file's own id: an int stays an int in answer files, as LLaVA-Med's scorers expect
+    # the file's own id: an int stays an int in answer files, as LLaVA-Med's scorers expect
+    question_id: str | int
     image: str
     question: str
     answer: str
@@ -40,7 +42,8 @@ class VQAItem:
 
 
 def with_closed_suffix(items: Iterable[VQAItem]) -> list[VQAItem]:
-    """LLaVA-Med's VQA-RAD evaluation appended a yes/no instruction to every CLOSED question; so does this."""
+    """LLaVA-Med's VQA-RAD evaluation appended a yes/no instruction to every
+    CLOSED question; so does this."""
     return [replace(it, question=it.question + CLOSED_SUFFIX)
             if it.answer_type == "CLOSED" and not it.question.endswith(CLOSED_SUFFIX) else it for it in items]
 
@@ -52,7 +55,8 @@ def _where(path: Path, index: int, row: Any, id_key: str) -> str:
 
 
 def _text(row: dict, key: str, where: str, allow_number: bool = False) -> str:
-    """A string field; numbers are accepted where real files hold them (VQA-RAD has answers such as 4)."""
+    """A string field; numbers are accepted where real files hold them
+    (VQA-RAD has answers such as 4)."""
     if key not in row:
         raise RecordError(f"{where}: missing field {key!r}")
     value = row[key]
@@ -98,7 +102,8 @@ def _check_split(split: str, allowed: tuple[str, ...]) -> str:
 # ---- VQA-RAD -----------------------------------------------------------------------------------------------
 def load_vqa_rad(split: str = "test", root: str | Path = VQA_RAD_DIR, check_images: bool = True,
                  closed_suffix: bool = False) -> list[VQAItem]:
-    """The MEVF split (data_RAD/{trainset,testset}.json) that LLaVA-Med used, without the "frame" rows."""
+    """The MEVF split (data_RAD/{trainset,testset}.json) that LLaVA-Med
+    used, without the "frame" rows."""
     _check_split(split, ("train", "test"))
     root = Path(root)
     path = root / "data_RAD" / ("trainset.json" if split == "train" else "testset.json")
@@ -116,8 +121,8 @@ def load_vqa_rad(split: str = "test", root: str | Path = VQA_RAD_DIR, check_imag
 
 def load_vqa_rad_original(split: str = "test", root: str | Path = VQA_RAD_DIR, check_images: bool = True,
                           closed_suffix: bool = False) -> list[VQAItem]:
-    """The original OSF release (one JSON, 2,248 rows): test = phrase types test_freeform/test_para, train = the rest.
-    Same 451 test questions as the MEVF split."""
+    """The original OSF release (one JSON, 2,248 rows): test = phrase types test_freeform/test_para,
+    train = the rest. Same 451 test questions as the MEVF split."""
     _check_split(split, ("train", "test"))
     root = Path(root)
     path = root / "original_osf" / "VQA_RAD Dataset Public.json"
@@ -147,8 +152,8 @@ def _vqa_rad_item(row: dict, where: str, root: Path, id_prefix: str, source: str
 # ---- SLAKE -------------------------------------------------------------------------------------------------
 def load_slake(split: str = "test", root: str | Path = SLAKE_DIR, language: str = "en", check_images: bool = True,
                closed_suffix: bool = False) -> list[VQAItem]:
-    """SLAKE 1.0's official JSON (train.json / validate.json / test.json), rows with q_lang == language.
-    question_type is SLAKE's content_type (Organ, Position, Abnormality, ...)."""
+    """SLAKE 1.0's official JSON (train.json / validate.json / test.json), rows with q_lang ==
+    language. question_type is SLAKE's content_type (Organ, Position, Abnormality, ...)."""
     _check_split(split, SPLITS)
     root = Path(root)
     path = root / {"train": "train.json", "validation": "validate.json", "test": "test.json"}[split]
@@ -173,10 +178,12 @@ def load_slake(split: str = "test", root: str | Path = SLAKE_DIR, language: str 
 # ---- PathVQA -----------------------------------------------------------------------------------------------
 def load_pathvqa(source: str | Path, split: str = "test", image_dir: str | Path | None = None,
                  closed_suffix: bool = False) -> list[VQAItem]:
-    """PathVQA in its Hugging Face layout: parquet files `{split}-*.parquet` (or one file) with columns
-    image {bytes, path}, question, answer. It has no answer_type: yes/no answers are CLOSED, as in the paper.
-    Image bytes are written once to `image_dir` (default: `<source>/images/<split>`) so items carry a path."""
-    import pyarrow.parquet as pq  # only PathVQA needs it; this module stays light for the `evaluate` command line
+    """PathVQA in its Hugging Face layout: parquet files `{split}-*.parquet` (or one file) with
+    columns image {bytes, path}, question, answer. It has no answer_type: yes/no answers are CLOSED,
+    as in the paper. Image bytes are written once to `image_dir` (default:
+    `<source>/images/<split>`) so items carry a path."""
+    # only PathVQA needs it; this module stays light for the `evaluate` command line
+    import pyarrow.parquet as pq
 
     _check_split(split, SPLITS)
     source = Path(source)
@@ -212,7 +219,8 @@ def load_pathvqa(source: str | Path, split: str = "test", image_dir: str | Path 
 
 
 def _pathvqa_image(image: Any, image_dir: Path, folder: Path, where: str) -> str:
-    """Save the row's image bytes under a name from their hash (identical images share a file), or resolve its path."""
+    """Save the row's image bytes under a name from their hash (identical images share a
+    file), or resolve its path."""
     if not isinstance(image, dict):
         raise RecordError(f"{where}: field 'image' must be a struct {{bytes, path}}, got {type(image).__name__}")
     data, name = image.get("bytes"), image.get("path")
@@ -233,9 +241,10 @@ def _pathvqa_image(image: Any, image_dir: Path, folder: Path, where: str) -> str
 # ---- LLaVA-Med VQA records ---------------------------------------------------------------------------------
 def load_llava_vqa(path: str | Path, image_folder: str | Path | None = None, check_images: bool = True,
                    closed_suffix: bool = False) -> list[VQAItem]:
-    """LLaVA-Med's VQA JSON (or JSONL): {id, image, answer_type, question_type, conversations}. Image paths are
-    relative to `image_folder` (default: the file's folder). The question is the first human turn without
-    `<image>` (and without the closed suffix); the answer is the first gpt turn."""
+    """LLaVA-Med's VQA JSON (or JSONL): {id, image, answer_type, question_type,
+    conversations}. Image paths are relative to `image_folder` (default: the file's folder).
+    The question is the first human turn without `<image>` (and without the closed suffix);
+    the answer is the first gpt turn."""
     path = Path(path)
     folder = Path(image_folder) if image_folder is not None else path.parent
     items = []
@@ -259,7 +268,8 @@ def load_llava_vqa(path: str | Path, image_folder: str | Path | None = None, che
 
 
 def to_llava_record(item: VQAItem, image_folder: str | Path | None = None, closed_suffix: bool = False) -> dict:
-    """A LLaVA-Med VQA record (image path relative to image_folder when given), for VQA fine-tuning files."""
+    """A LLaVA-Med VQA record (image path relative to image_folder when
+    given), for VQA fine-tuning files."""
     image = item.image
     if image_folder is not None:
         try:
@@ -278,10 +288,12 @@ def to_llava_record(item: VQAItem, image_folder: str | Path | None = None, close
 
 
 def with_small_images(items: Iterable[VQAItem], out_dir: str | Path, max_side: int) -> list[VQAItem]:
-    """The items with their images shrunk (aspect kept) so that the longer side is at most `max_side`, saved once
-    as PNG under `out_dir` (named by the original's file stem). Real benchmark images are 500-1300 px; a 64 px model reading them at every
-    training step spends its time resizing."""
-    # PIL and pydicom only to shrink images: reading benchmarks stays light for the `evaluate` command line
+    """The items with their images shrunk (aspect kept) so that the longer side is at most
+    `max_side`, saved once as PNG under `out_dir` (named by the original's file stem).
+    Real benchmark images are 500-1300 px; a 64 px model reading them at every training
+    step spends its time resizing."""
+    # PIL and pydicom only to shrink images: reading benchmarks stays light
+    # for the `evaluate` command line
     from PIL import Image
 
     from ..images import load_image
@@ -316,9 +328,9 @@ BENCHMARKS = ("tiny", "vqa-rad", "slake", "pathvqa")
 
 def load_benchmark(name: str, split: str = "test", source: str | Path | None = None,
                    closed_suffix: bool = False) -> list[VQAItem]:
-    """A benchmark by name. `source`: for "tiny", the tiny world's folder (run_dir/data) or a VQA JSON file;
-    for "pathvqa", the parquet folder or file; for "vqa-rad"/"slake", another copy of the data (default:
-    data_samples/)."""
+    """A benchmark by name. `source`: for "tiny", the tiny world's folder (run_dir/data) or a VQA
+    JSON file; for "pathvqa", the parquet folder or file; for "vqa-rad"/"slake", another copy of the
+    data (default: data_samples/)."""
     if name == "vqa-rad":
         return load_vqa_rad(split, source or VQA_RAD_DIR, closed_suffix=closed_suffix)
     if name == "slake":

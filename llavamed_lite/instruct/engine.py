@@ -1,11 +1,13 @@
-"""The run engine: many chat requests at once, within rate limits, retried on transient errors, cached.
+"""The run engine: many chat requests at once, within rate limits,
+retried on transient errors, cached.
 
-LLaVA-Med sent about three requests at a time and retried in whole passes. Here a fixed pool of `concurrency`
-workers takes requests from one shared iterator; each request waits for the rate limiter (requests and tokens
-per minute), retries 429 / 5xx / timeouts with exponential backoff (or exactly the server's Retry-After, up to
-`max_retry_after`: a server asking for longer fails the request instead of hanging the run), and writes its answer to
-the append-only cache the moment it arrives. Answers already in the cache are not sent; an empty or oversized answer
-fails its request and is not cached, so the next run asks again.
+LLaVA-Med sent about three requests at a time and retried in whole passes. Here a fixed pool of
+`concurrency` workers takes requests from one shared iterator; each request waits for the rate
+limiter (requests and tokens per minute), retries 429 / 5xx / timeouts with exponential backoff (or
+exactly the server's Retry-After, up to `max_retry_after`: a server asking for longer fails the
+request instead of hanging the run), and writes its answer to the append-only cache the moment it
+arrives. Answers already in the cache are not sent; an empty or oversized answer fails its request
+and is not cached, so the next run asks again.
 """
 
 import asyncio
@@ -30,23 +32,25 @@ class RetryPolicy:
     max_retries: int = 6
     base_delay: float = 1.0  # seconds; doubles each attempt
     max_delay: float = 60.0
-    max_retry_after: float = 60.0  # seconds; a longer Retry-After (e.g. an HTTP date hours away) fails the request
+    # seconds; a longer Retry-After (e.g. an HTTP date hours away) fails the request
+    max_retry_after: float = 60.0
 
     def __post_init__(self):
         if self.max_retries < 0 or self.base_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
             raise ValueError(f"retry settings must be >= 0, got {self}")
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """The server's Retry-After when it gives one, else base * 2^attempt with jitter, capped at max_delay."""
+        """The server's Retry-After when it gives one, else base * 2^attempt with
+        jitter, capped at max_delay."""
         if retry_after is not None:
             return retry_after
         return min(self.max_delay, self.base_delay * 2 ** attempt) * (0.5 + 0.5 * rng.random())
 
 
 class RateLimiter:
-    """Paces request starts so that at most `requests_per_minute` requests and `tokens_per_minute` tokens
-    begin per minute. Each start reserves the next free slot (1/rpm minutes, or tokens/tpm minutes), so
-    concurrent workers queue up evenly instead of bursting into 429s."""
+    """Paces request starts so that at most `requests_per_minute` requests and `tokens_per_minute`
+    tokens begin per minute. Each start reserves the next free slot (1/rpm minutes, or tokens/tpm
+    minutes), so concurrent workers queue up evenly instead of bursting into 429s."""
 
     def __init__(self, requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable] = asyncio.sleep):
@@ -95,8 +99,9 @@ async def run_requests(requests: list[Request], backend, cache: ResponseCache, c
                        limiter: RateLimiter | None = None, retry: RetryPolicy | None = None,
                        max_cost: float | None = None, price: tuple[float, float] | None = None,
                        progress: bool = True, sleep: Callable[[float], Awaitable] = asyncio.sleep) -> RunStats:
-    """Send every request whose key is not cached; answers land in `cache`. Returns the run's counts.
-    With `max_cost`, no new request starts once the spent cost (from the answers' usage) reaches it."""
+    """Send every request whose key is not cached; answers land in `cache`. Returns the
+    run's counts. With `max_cost`, no new request starts once the spent cost (from the
+    answers' usage) reaches it."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     retry = retry or RetryPolicy()
@@ -152,8 +157,9 @@ async def run_requests(requests: list[Request], backend, cache: ResponseCache, c
 async def send_with_retries(request: Request, backend, limiter: RateLimiter | None, retry: RetryPolicy,
                             stats: RunStats, rng: random.Random,
                             sleep: Callable[[float], Awaitable]) -> Completion | str:
-    """One request, retried on transient errors: its completion, or the reason it failed. Each retry and backoff
-    wait is counted in `stats`, so a run's report shows how hard the server pushed back."""
+    """One request, retried on transient errors: its completion, or the reason it
+    failed. Each retry and backoff wait is counted in `stats`, so a run's report shows
+    how hard the server pushed back."""
     for attempt in range(retry.max_retries + 1):
         if limiter:
             await limiter.acquire(estimate_tokens(request.messages) + int(backend.params.get("max_tokens", 0)))

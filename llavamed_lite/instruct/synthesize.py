@@ -1,10 +1,11 @@
-"""Caption records in, LLaVA-Med instruct records out: prompts -> backend (cached, concurrent) -> post-processing.
+"""Caption records in, LLaVA-Med instruct records out: prompts -> backend (cached,
+concurrent) -> post-processing.
 
     result = synthesize(captions, make_backend("openai", model="gpt-4o"), cache="runs/x/instruct/cache.jsonl")
     write_instruct("instruct.json", result)
 
-Every caption record ends as one instruct record or one counted rejection (a failed request, or a response
-that post-processing refused), so `result.stats` accounts for all of them.
+Every caption record ends as one instruct record or one counted rejection (a failed request, or a
+response that post-processing refused), so `result.stats` accounts for all of them.
 """
 
 import asyncio
@@ -30,7 +31,8 @@ BACKENDS = ("offline", "openai")
 
 
 def make_backend(backend: str, model: str | None = None, base_url: str | None = None, seed: int = 0, **openai_kwargs):
-    """`offline` (the tiny world's findings -> conversations, no network) or `openai` (any compatible server)."""
+    """`offline` (the tiny world's findings -> conversations, no network) or
+    `openai` (any compatible server)."""
     if backend == "offline":
         return OfflineBackend(seed=seed)
     if backend == "openai":
@@ -43,8 +45,10 @@ class SynthesisResult:
     records: list[dict]
     estimate: CostEstimate
     run: dict  # RunStats.to_dict()
-    rejected: Counter = field(default_factory=Counter)  # caption records without an instruct record, by reason
-    dropped: Counter = field(default_factory=Counter)  # exchanges removed from kept conversations, by reason
+    # caption records without an instruct record, by reason
+    rejected: Counter = field(default_factory=Counter)
+    # exchanges removed from kept conversations, by reason
+    dropped: Counter = field(default_factory=Counter)
     stripped_lead_ins: int = 0
 
     @property
@@ -78,12 +82,14 @@ async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with
                            requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                            max_cost: float | None = None, prices: dict | None = None,
                            retry: RetryPolicy | None = None, progress: bool = True) -> SynthesisResult:
-    """Estimate the cost (refuse above max_cost), send what the cache lacks, post-process every answer.
-    `cache`: a JSONL path (answers survive the process), a ResponseCache, or None (in memory)."""
+    """Estimate the cost (refuse above max_cost), send what the cache lacks,
+    post-process every answer. `cache`: a JSONL path (answers survive the process), a
+    ResponseCache, or None (in memory)."""
     requests = build_requests(captions, backend, with_mentions)
     cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
     pending = list({r.key: r for r in requests if r.key not in cache}.values())
-    estimate = estimate_cost(backend.model, [r.messages for r in pending], int(backend.params.get("max_tokens", 0)), prices)
+    estimate = estimate_cost(backend.model, [r.messages for r in pending], int(backend.params.get("max_tokens", 0)),
+                             prices)
     log.info("cost estimate: %s (%d answers already cached)", estimate, len(requests) - len(pending))
     check_budget(estimate, max_cost)
     limiter = RateLimiter(requests_per_minute, tokens_per_minute) if requests_per_minute or tokens_per_minute else None
@@ -96,7 +102,7 @@ async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with
     result = SynthesisResult([], estimate, stats.to_dict())
     for r in requests:
         entry = cache.get(r.key)
-        if entry is None:  # the request failed: its reason (http_400, timeout, malformed_response, ...)
+        if entry is None:  # the request failed: its reason (http_400, timeout, ...)
             result.rejected[stats.failed_keys.get(r.key, "request_failed")] += 1
             continue
         cleaned = clean_response(entry["response"], truncated=entry.get("finish_reason") == "length")
@@ -117,7 +123,8 @@ def synthesize(captions: list[dict], backend, **kwargs) -> SynthesisResult:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(synthesize_async(captions, backend, **kwargs))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Jupyter: run the loop in a thread of its own
+    # a loop is running (Jupyter): run ours in a thread of its own
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, synthesize_async(captions, backend, **kwargs)).result()
 
 
@@ -127,17 +134,17 @@ def stats_path(out: str | Path) -> Path:
 
 
 def write_instruct(out: str | Path, result: SynthesisResult, source: dict | None = None) -> Path:
-    """The instruct records (a JSON list, atomically) and their statistics beside them (`<name>.stats.json`,
-    with `source`: what they were made from)."""
+    """The instruct records (a JSON list, atomically) and their statistics beside them
+    (`<name>.stats.json`, with `source`: what they were made from)."""
     write_records(out, result.records)
     atomic_write_json(stats_path(out), {**result.stats, "source": source or {}})
     return Path(out)
 
 
 def replace_instruct(out: str | Path, result: SynthesisResult, source: dict | None = None) -> bool:
-    """`write_instruct`, unless `out` exists and this run is incomplete (a request failed: an HTTP error, the budget,
-    an empty answer): then the earlier file is kept and False returned. A good file is never replaced by a worse one;
-    rerun with the same cache to fill the gaps."""
+    """`write_instruct`, unless `out` exists and this run is incomplete (a request failed: an HTTP
+    error, the budget, an empty answer): then the earlier file is kept and False returned. A good
+    file is never replaced by a worse one; rerun with the same cache to fill the gaps."""
     if result.run["failed"] and Path(out).exists():
         return False
     write_instruct(out, result, source)
@@ -145,9 +152,10 @@ def replace_instruct(out: str | Path, result: SynthesisResult, source: dict | No
 
 
 def synthesize_offline(captions: str | Path, out: str | Path, seed: int = 0, progress: bool = False) -> Path:
-    """Offline conversations for a caption file, written to `out` (the tiny world's stage-2 data). Idempotent: a file
-    made from the same captions with the same seed and offline version is kept, and so is one written by another
-    backend (notebook 03 with `backend="openai"`): it was made on purpose."""
+    """Offline conversations for a caption file, written to `out` (the tiny world's stage-2
+    data). Idempotent: a file made from the same captions with the same seed and offline
+    version is kept, and so is one written by another backend (notebook 03 with
+    `backend="openai"`): it was made on purpose."""
     captions, out = Path(captions), Path(out)
     source = {"captions": captions.name, "captions_sha256": hashlib.sha256(captions.read_bytes()).hexdigest(),
               "backend": "offline", "offline_version": OFFLINE_VERSION, "seed": seed}

@@ -23,7 +23,8 @@ from .chat_template import MISTRAL_INSTRUCT_TEMPLATE
 from .placement import join_towers, quantization_config, resolve_device, resolve_dtype
 from .shapes import KNOWN_LM, KNOWN_VISION
 
-PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # our name -> LlavaConfig.projector_hidden_act
+# our name -> LlavaConfig.projector_hidden_act
+PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}
 
 
 @contextlib.contextmanager
@@ -105,7 +106,8 @@ def new_projector(config: LlavaConfig, dtype: torch.dtype = torch.float32) -> Ll
 
 
 def prepare_tokenizer(lm: str):
-    """The LM's tokenizer with the `<image>` token, a pad token and the mistral_instruct template."""
+    """The LM's tokenizer with the `<image>` token, a pad token and
+    the mistral_instruct template."""
     tokenizer = AutoTokenizer.from_pretrained(lm)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})

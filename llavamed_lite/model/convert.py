@@ -3,14 +3,16 @@
     llavamed-lite convert-official --src llava-med-v1.5-mistral-7b --vision openai/clip-vit-large-patch14-336 \\
         --out runs/official/model
 
-The official release (`model_type: llava_mistral`) needs LLaVA's own code to load. Its folder holds a config.json
-with the Mistral fields plus LLaVA's `mm_*` fields, the tokenizer, and safetensors shards in which the Mistral LM
-sits under `model.*` / `lm_head.weight`, the projector under `model.mm_projector.{0,2}` and, sometimes, a copy of
-the CLIP tower under `model.vision_tower.*` (ignored: the tower comes from --vision, as in LLaVA).
+The official release (`model_type: llava_mistral`) needs LLaVA's own code to load. Its folder holds
+a config.json with the Mistral fields plus LLaVA's `mm_*` fields, the tokenizer, and safetensors
+shards in which the Mistral LM sits under `model.*` / `lm_head.weight`, the projector under
+`model.mm_projector.{0,2}` and, sometimes, a copy of the CLIP tower under `model.vision_tower.*`
+(ignored: the tower comes from --vision, as in LLaVA).
 
-The output is a `LlavaForConditionalGeneration` + `LlavaProcessor` folder: `AutoModelForImageTextToText` loads it,
-and `llavamed-lite evaluate` / `chat` run on it unchanged. Tensors are streamed from safetensors one at a time into
-output shards (never pickle, never the whole model in memory), the folder is written beside `--out` and renamed
+The output is a `LlavaForConditionalGeneration` + `LlavaProcessor` folder:
+`AutoModelForImageTextToText` loads it, and `llavamed-lite evaluate` / `chat` run on it
+unchanged. Tensors are streamed from safetensors one at a time into output shards (never
+pickle, never the whole model in memory), the folder is written beside `--out` and renamed
 into place only when complete.
 """
 
@@ -25,7 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, MistralConfig, MistralForCausalLM
+from transformers import (CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, MistralConfig,
+                          MistralForCausalLM)
 
 from ..cli import number
 from ..data.formats import IMAGE_TOKEN
@@ -34,25 +37,31 @@ from .compose import (image_processor_for, llava_config, llava_processor, new_pr
                       quiet_transformers, vision_config_of)
 from .placement import resolve_dtype
 
-# Mistral fields of the official config.json that make the text config; the rest are LLaVA's (mm_*, tune_*, ...).
+# Mistral fields of the official config.json that make the text config; the rest
+# are LLaVA's (mm_*, tune_*, ...).
 TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
                "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "rope_theta",
                "rope_scaling", "rope_parameters", "sliding_window", "attention_dropout")
 REQUIRED_TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}  # LLaVA's name -> transformers' strategy
-ASPECT_RATIO = {"pad": True, "square": False, None: False}  # LLaVA's image_aspect_ratio -> pad to square
-IGNORED_PREFIXES = ("model.vision_tower.",)  # the CLIP copy inside some releases; --vision is loaded instead
-IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older saves kept; recomputed by the model
+# LLaVA's image_aspect_ratio -> pad to square
+ASPECT_RATIO = {"pad": True, "square": False, None: False}
+# the CLIP copy inside some releases; --vision is loaded instead
+IGNORED_PREFIXES = ("model.vision_tower.",)
+# buffers some older saves kept; recomputed by the model
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 SHARD_BYTES = 2 * 2**30
 
 
 class ConversionError(ValueError):
-    """The source is not an official LLaVA-Med v1.5 checkpoint we can convert; the message says why."""
+    """The source is not an official LLaVA-Med v1.5 checkpoint we can
+    convert; the message says why."""
 
 
 def official_options(config: dict, where: str = "config.json") -> dict:
-    """LLaVA's multimodal settings from the official config, mapped to ours, refusing what Llava cannot express."""
+    """LLaVA's multimodal settings from the official config, mapped to ours,
+    refusing what Llava cannot express."""
     if config.get("model_type") != "llava_mistral":
         raise ConversionError(f"{where}: model_type is {config.get('model_type')!r}, expected 'llava_mistral' "
                               "(the official LLaVA-Med v1.5 checkpoint)")
@@ -85,7 +94,8 @@ def text_config_of(config: dict) -> MistralConfig:
 
 
 def source_tensors(src: Path) -> dict[str, Path]:
-    """Every tensor name of the checkpoint -> the safetensors file holding it (from the index, or the files)."""
+    """Every tensor name of the checkpoint -> the safetensors file holding it
+    (from the index, or the files)."""
     index = src / "model.safetensors.index.json"
     if index.exists():
         weight_map = read_json(index).get("weight_map")
@@ -116,7 +126,8 @@ def _open(path: Path):
 
 
 def expected_source_shapes(text_config: MistralConfig, options: dict) -> dict[str, tuple]:
-    """Tensor names and shapes the official checkpoint must hold: the Mistral LM's own names, plus the projector."""
+    """Tensor names and shapes the official checkpoint must hold: the Mistral LM's
+    own names, plus the projector."""
     with torch.device("meta"):
         lm = MistralForCausalLM(text_config)
     shapes = {k: tuple(v.shape) for k, v in lm.state_dict().items()}
@@ -165,7 +176,8 @@ def target_name(name: str) -> str:
 
 
 class ShardWriter:
-    """Collect tensors into safetensors shards of about `max_bytes`, writing each as soon as it is full."""
+    """Collect tensors into safetensors shards of about `max_bytes`, writing
+    each as soon as it is full."""
 
     def __init__(self, folder: Path, max_bytes: int = SHARD_BYTES):
         self.folder, self.max_bytes = folder, max_bytes
@@ -189,7 +201,8 @@ class ShardWriter:
             self.current, self.size = {}, 0
 
     def finish(self) -> list[str]:
-        """Name the shards as transformers does (an index when there are several); return every tensor name."""
+        """Name the shards as transformers does (an index when there are
+        several); return every tensor name."""
         self.flush()
         n = len(self.shards)
         if n == 1:
@@ -206,7 +219,8 @@ class ShardWriter:
 
 
 def load_tokenizer(source: str):
-    """The release's tokenizer with `<image>`, a pad token and the chat template (`prepare_tokenizer`)."""
+    """The release's tokenizer with `<image>`, a pad token and the chat
+    template (`prepare_tokenizer`)."""
     try:
         return prepare_tokenizer(source)
     except (OSError, ValueError, ImportError) as e:
@@ -217,8 +231,9 @@ def load_tokenizer(source: str):
 
 
 def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """Append rows for the added tokens (<image>), set to the mean row, as transformers' resize does on average.
-    The <image> embedding is never used (image features replace it); its output row keeps its logit ordinary."""
+    """Append rows for the added tokens (<image>), set to the mean row, as transformers' resize
+    does on average. The <image> embedding is never used (image features replace it); its output
+    row keeps its logit ordinary."""
     if rows <= 0:
         return tensor
     mean = tensor.float().mean(dim=0, keepdim=True).to(tensor.dtype)
@@ -228,8 +243,9 @@ def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype: str | None = None,
                      overwrite: bool = False, max_shard_bytes: int = SHARD_BYTES, progress: bool = True,
                      tokenizer: str | None = None) -> Path:
-    """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`. The tokenizer
-    comes from `src` unless `tokenizer` names another folder or hub name with the same vocabulary (Mistral's)."""
+    """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`.
+    The tokenizer comes from `src` unless `tokenizer` names another folder or hub name with the
+    same vocabulary (Mistral's)."""
     src, out = Path(src), Path(out)
     _check_paths(src, out, overwrite, max_shard_bytes)
     raw, options, vision, vision_config = _read_source(src, vision)
@@ -277,7 +293,8 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
 
 
 def _check_paths(src: Path, out: Path, overwrite: bool, max_shard_bytes: int) -> None:
-    """Refuse bad arguments before any slow step: reading the tower and the weights takes minutes."""
+    """Refuse bad arguments before any slow step: reading the tower
+    and the weights takes minutes."""
     if max_shard_bytes < 1:
         raise ValueError(f"the shard size must be positive, got {max_shard_bytes} bytes")
     if not (src / "config.json").is_file():
@@ -291,7 +308,8 @@ def _check_paths(src: Path, out: Path, overwrite: bool, max_shard_bytes: int) ->
 
 
 def _read_source(src: Path, vision: str | None) -> tuple[dict, dict, str, object]:
-    """The official config.json, its multimodal options, and the CLIP tower it names (or `vision`), checked to fit."""
+    """The official config.json, its multimodal options, and the CLIP tower it names
+    (or `vision`), checked to fit."""
     raw = read_json(src / "config.json")
     if not isinstance(raw, dict):
         raise ConversionError(f"{src / 'config.json'}: expected a JSON object")
@@ -307,7 +325,8 @@ def _read_source(src: Path, vision: str | None) -> tuple[dict, dict, str, object
 
 
 def _generation_config(src: Path, text_config, pad_token_id: int | None) -> GenerationConfig:
-    """The source's generation settings when it has them, else its LM's bos/eos; padding with our pad token."""
+    """The source's generation settings when it has them, else its LM's bos/eos;
+    padding with our pad token."""
     if (src / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(src)
     else:
@@ -331,7 +350,8 @@ def _vision_config(vision: str):
 
 def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_rows: int, dtype: torch.dtype,
                   max_shard_bytes: int, progress: bool) -> list[str]:
-    """Stream the official tensors, renamed, then the CLIP tower's, into shards under `folder`; return the names."""
+    """Stream the official tensors, renamed, then the CLIP tower's, into shards under
+    `folder`; return the names."""
     writer = ShardWriter(folder, max_shard_bytes)
     names = sorted(n for n in files if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES))
     if progress:
@@ -344,7 +364,8 @@ def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_row
             tensor = _grow_rows(tensor, extra_rows)
         writer.add(target_name(name), tensor.to(dtype))
     handles.clear()
-    if config.projector_hidden_act == "linear":  # transformers' projector has two layers: the second is the identity
+    # transformers' projector has two layers: the second is the identity
+    if config.projector_hidden_act == "linear":
         identity = new_projector(config, dtype).linear_2
         writer.add("model.multi_modal_projector.linear_2.weight", identity.weight.detach())
         writer.add("model.multi_modal_projector.linear_2.bias", identity.bias.detach())

@@ -1,12 +1,14 @@
-"""Miniature stand-ins for the hub models: random-weight towers of the GPU presets' families, written in seconds.
+"""Miniature stand-ins for the hub models: random-weight towers of the GPU
+presets' families, written in seconds.
 
-`make_mini(out)` saves `out/vision`, a 2-layer CLIP ViT at 336 px with patch 14 (576 image tokens, the image
-processor of openai/clip-vit-large-patch14-336), and `out/lm`, a 2-layer Mistral with a SentencePiece-style
-tokenizer: `▁` marks word starts, the prefix space is added only at the start of the text (as `legacy: false`
-Llama tokenizers do), unknown characters fall back to bytes (`<0x0A>` for a newline), `<unk>` `<s>` `</s>` are
-ids 0, 1, 2 and `<s>` is added on encode. Like Mistral's own tokenizer it has no `<image>` and no pad token, and
-`[INST]` is plain text (`▁[`, `INST`, `]`), so composition and templates meet what they meet at 7B. The weights are
-random: the towers exercise the lora / full code paths on a CPU at their real shapes, and learn nothing.
+`make_mini(out)` saves `out/vision`, a 2-layer CLIP ViT at 336 px with patch 14 (576 image tokens,
+the image processor of openai/clip-vit-large-patch14-336), and `out/lm`, a 2-layer Mistral with a
+SentencePiece-style tokenizer: `▁` marks word starts, the prefix space is added only at the start of
+the text (as `legacy: false` Llama tokenizers do), unknown characters fall back to bytes (`<0x0A>`
+for a newline), `<unk>` `<s>` `</s>` are ids 0, 1, 2 and `<s>` is added on encode. Like Mistral's
+own tokenizer it has no `<image>` and no pad token, and `[INST]` is plain text (`▁[`, `INST`, `]`),
+so composition and templates meet what they meet at 7B. The weights are random: the towers exercise
+the lora / full code paths on a CPU at their real shapes, and learn nothing.
 """
 
 import argparse
@@ -26,8 +28,9 @@ from .compose import quiet_transformers
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2, as in Llama and Mistral
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]  # ids 3-258, the byte fallback
 
-# Training text for the tokenizer: short biomedical figure descriptions and the chat markers the templates write.
-# No newline: a newline must reach the model as the byte token <0x0A>, as with Mistral's tokenizer.
+# Training text for the tokenizer: short biomedical figure descriptions and the chat
+# markers the templates write. No newline: a newline must reach the model as the byte token
+# <0x0A>, as with Mistral's tokenizer.
 CORPUS = """\
 Chest radiograph showing a small nodule in the left upper zone with no pleural effusion.
 Frontal chest X-ray demonstrates bilateral perihilar opacities and an enlarged cardiac silhouette.
@@ -53,11 +56,12 @@ Figure 2: (A) T1-weighted MRI before treatment; (B) after treatment, the enhanci
 
 
 def sentencepiece_tokenizer(texts: list[str] = CORPUS, vocab_size: int = 300) -> PreTrainedTokenizerFast:
-    """A Llama/Mistral-style BPE tokenizer trained on `texts`; vocab_size counts the pieces besides the 259 special
-    and byte tokens: small, so most words are several pieces. Printable ASCII is in the alphabet; other characters
-    fall back to bytes."""
+    """A Llama/Mistral-style BPE tokenizer trained on `texts`; vocab_size counts the pieces besides
+    the 259 special and byte tokens: small, so most words are several pieces. Printable ASCII is in
+    the alphabet; other characters fall back to bytes."""
     trainer_tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    # Train on words split before punctuation, so `[INST]` learns `▁[`, `INST`, `]` as Mistral's pieces are.
+    # Train on words split before punctuation, so `[INST]` learns `▁[`,
+    # `INST`, `]` as Mistral's pieces are.
     trainer_tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
         pre_tokenizers.Split(Regex(r"▁?[^▁\p{L}\p{N}]|▁?[\p{L}\p{N}]+"), behavior="isolated")])
@@ -82,8 +86,9 @@ def sentencepiece_tokenizer(texts: list[str] = CORPUS, vocab_size: int = 300) ->
 def make_mini(out: str | Path, seed: int = 0, image_size: int = 336, patch_size: int = 14, vision_width: int = 64,
               vision_layers: int = 2, lm_width: int = 64, lm_layers: int = 2, max_positions: int = 4096,
               tokenizer: PreTrainedTokenizerFast | None = None) -> tuple[str, str]:
-    """Save a random CLIPModel (+ CLIP's image processor) to out/vision and a random MistralForCausalLM (+ tokenizer,
-    SentencePiece-style unless one is given) to out/lm; return the two folders."""
+    """Save a random CLIPModel (+ CLIP's image processor) to out/vision and a random
+    MistralForCausalLM (+ tokenizer, SentencePiece-style unless one is given) to
+    out/lm; return the two folders."""
     out = Path(out)
     torch.manual_seed(seed)
     tokenizer = tokenizer or sentencepiece_tokenizer()
@@ -97,7 +102,8 @@ def make_mini(out: str | Path, seed: int = 0, image_size: int = 336, patch_size:
         projection_dim=vision_width))
     with quiet_transformers():  # no per-shard progress bars
         clip.save_pretrained(out / "vision")
-    # CLIP's defaults are openai/clip-vit-large-patch14-336's: bicubic resize, centre crop, CLIP mean and std.
+    # CLIP's defaults are openai/clip-vit-large-patch14-336's: bicubic resize,
+    # centre crop, CLIP mean and std.
     CLIPImageProcessorPil(size={"shortest_edge": image_size},
                           crop_size={"height": image_size, "width": image_size}).save_pretrained(out / "vision")
     lm = MistralForCausalLM(MistralConfig(

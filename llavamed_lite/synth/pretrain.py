@@ -1,7 +1,8 @@
 """`llavamed-lite pretrain-tiny --out DIR`: stage 0 of tiny mode (tokenizer, CLIP, LM) on a tiny world.
 
-At full scale stage 0 is "download CLIP and Mistral"; tiny mode trains its own towers in about 13 minutes on
-two CPU cores. The committed ones in data_samples/tiny-foundation/ were made with the defaults:
+At full scale stage 0 is "download CLIP and Mistral"; tiny mode trains its own towers
+in about 13 minutes on two CPU cores. The committed ones in
+data_samples/tiny-foundation/ were made with the defaults:
 
     llavamed-lite pretrain-tiny --out data_samples/tiny-foundation
 """
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # after HF_HUB_OFFLINE is set (the hub reads it at import), and not at `--help` (torch takes seconds)
+    # after HF_HUB_OFFLINE is set (the hub reads it at import), and not at
+    # `--help` (torch takes seconds)
     import torch
 
     from .foundation import pretrain_tiny

@@ -15,8 +15,9 @@ from ..cli import add_config_arguments, config_from_args
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", required=True, choices=("1", "2", "vqa"), help="1: alignment, 2: instruction "
                         "tuning, vqa: fine-tuning on a VQA benchmark")
-    parser.add_argument("--run-dir", required=True, help="the run directory (see llavamed_lite/runs.py); the inputs come "
-                        "from data.source (--set data.source=tiny|llava-med|curated, see llavamed_lite/sources.py)")
+    parser.add_argument("--run-dir", required=True,
+                        help="the run directory (see llavamed_lite/runs.py); the inputs come from data.source "
+                        "(--set data.source=tiny|llava-med|curated, see llavamed_lite/sources.py)")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
     parser.add_argument("--benchmark", default=None, choices=("tiny", "vqa-rad", "slake", "pathvqa"),
                         help="VQA data for --stage vqa (default: data.benchmark: tiny at tiny, vqa-rad at lora/full)")
