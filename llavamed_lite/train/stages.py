@@ -90,9 +90,9 @@ def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = 
     upstream = RunDir(run_dir).model(UPSTREAM[stage])
     if not (upstream / "config.json").exists():
         if cfg.scale != "tiny":
-            raise FileNotFoundError(f"{upstream}: stage {stage} starts from stage {UPSTREAM[stage]}'s model; run "
-                                    f"`llavamed-lite train --stage {UPSTREAM[stage]} --scale {cfg.scale} "
-                                    f"--run-dir {run_dir}` first")
+            raise FileNotFoundError(
+                f"{upstream}: stage {stage} starts from stage {UPSTREAM[stage]}'s model; run "
+                f"`llavamed-lite train --stage {UPSTREAM[stage]} --scale {cfg.scale} --run-dir {run_dir}` first")
         train_stage(cfg, UPSTREAM[stage], run_dir)
     return load_saved(upstream, cfg, four_bit)
 
@@ -120,8 +120,9 @@ class LlavaTrainer(Trainer):
             params = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
             projector = [p for n, p in params if "multi_modal_projector" in n]
             rest = [p for n, p in params if "multi_modal_projector" not in n]
-            groups = [{"params": rest, "weight_decay": self.args.weight_decay},
-                      {"params": projector, "weight_decay": self.args.weight_decay, "lr": self.projector_lr}]
+            decay = self.args.weight_decay
+            groups = [{"params": rest, "weight_decay": decay},
+                      {"params": projector, "weight_decay": decay, "lr": self.projector_lr}]
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             self.optimizer = optimizer_cls([g for g in groups if g["params"]], **optimizer_kwargs)
         return super().create_optimizer(model)
@@ -157,7 +158,8 @@ def checkpoint_projector(checkpoint: Path) -> dict:
     return weights
 
 
-def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress: bool) -> TrainingArguments:
+def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path,
+                       progress: bool) -> TrainingArguments:
     cuda = resolve_device(cfg.device).type == "cuda"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -175,7 +177,8 @@ def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress:
         bf16=tc.bf16,  # autocast on the CPU too (fp32 master weights: see fp32_master_weights)
         tf32=True if (tc.tf32 and cuda) else None,
         activation_checkpointing=tc.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if tc.gradient_checkpointing else None,
+        activation_checkpointing_kwargs=({"use_reentrant": False} if tc.gradient_checkpointing
+                                         else None),
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
         remove_unused_columns=False,  # the collator needs the image path
         use_cpu=not cuda,
@@ -222,8 +225,8 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     # the main process checks every image (and shrinks it) once; the others reuse it
     with state.main_process_first():
         dataset = stage_dataset(cfg, tc, stage, records, image_folder, processor, out)
-    features = VisionFeatureCache(model, processor, [item["image"] for item in dataset.items], progress=progress) \
-        if tc.cache_vision_features else None
+    images = [item["image"] for item in dataset.items]
+    features = VisionFeatureCache(model, processor, images, progress=progress) if tc.cache_vision_features else None
     trainer = stage_trainer(cfg, tc, stage, model, processor, dataset, features, out, callbacks, progress)
     checkpoint = last_checkpoint(out, stage) if resume else None
     start = time.time()
@@ -239,17 +242,17 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         atomic_write_json(out / "loss_history.json", history)
         atomic_write_json(out / "summary.json", {
             "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
-            "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps, "processes": state.num_processes,
-            "records": len(dataset), "skipped": dataset.errors,
-            "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit, "parameters": table,
-            "config": dataclasses.asdict(tc)})
+            "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+            "processes": state.num_processes, "records": len(dataset), "skipped": dataset.errors,
+            "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit,
+            "parameters": table, "config": dataclasses.asdict(tc)})
     state.wait_for_everyone()
     return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
                        len(dataset), dataset.errors, dataset.truncation.records)
 
 
-def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path, image_folder: str | Path,
-                  processor, out: Path) -> ConversationDataset:
+def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path,
+                  image_folder: str | Path, processor, out: Path) -> ConversationDataset:
     """The stage's records tokenised with its template; one image's questions joined
     into one conversation if asked."""
     rows = load_records(records)
@@ -261,14 +264,15 @@ def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path,
         image_size=image_input_size(processor))
 
 
-def stage_trainer(cfg: Config, tc: TrainConfig, stage: str, model, processor, dataset: ConversationDataset,
-                  features: VisionFeatureCache | None, out: Path, callbacks: list | None,
-                  progress: bool) -> LlavaTrainer:
+def stage_trainer(cfg: Config, tc: TrainConfig, stage: str, model, processor,
+                  dataset: ConversationDataset, features: VisionFeatureCache | None, out: Path,
+                  callbacks: list | None, progress: bool) -> LlavaTrainer:
     """The Trainer for one stage; the projector gets its own learning rate
     where the LM trains beside it."""
     trainer = LlavaTrainer(
-        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
-        data_collator=LlavaCollator(processor, features), processing_class=processor.tokenizer,
+        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress),
+        train_dataset=dataset, data_collator=LlavaCollator(processor, features),
+        processing_class=processor.tokenizer,
         callbacks=[LogLastStep(), *(callbacks or [])],
         projector_lr=tc.projector_lr if stage != "1" else None)
     # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
@@ -279,14 +283,15 @@ def stage_trainer(cfg: Config, tc: TrainConfig, stage: str, model, processor, da
 
 def last_checkpoint(out: Path, stage: str) -> str | None:
     """The Trainer checkpoint --resume continues from; None (and a note) when there is none yet."""
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    folder = out / "checkpoints"
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     if checkpoint is None:
-        print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
+        print(f"no checkpoint under {folder}: starting stage {stage} from the beginning")
     return checkpoint
 
 
-def save_trained(cfg: Config, stage: str, run_dir: Path, out: Path, trainer: Trainer, processor, lora: bool,
-                 fsdp: bool) -> tuple[Path, Path | None]:
+def save_trained(cfg: Config, stage: str, run_dir: Path, out: Path, trainer: Trainer, processor,
+                 lora: bool, fsdp: bool) -> tuple[Path, Path | None]:
     """Save what trained under `out`: the adapter (LoRA) or the model, and a plain model/ for
     LoRA and 4-bit runs so that the next stage and evaluation load it with plain transformers.
     Returns (model_dir, adapter_dir)."""
@@ -325,12 +330,13 @@ def result_from_summary(out: Path) -> TrainResult:
     summary = json.loads((out / "summary.json").read_text())
     history = json.loads((out / "loss_history.json").read_text())
     adapter_dir = out / "adapter" if summary["lora"] else None
-    return TrainResult(summary["stage"], summary["final_loss"], summary["seconds"], summary["steps"], out / "model",
-                       adapter_dir, history, summary["parameters"], summary["records"], summary["skipped"],
-                       summary["truncated"])
+    return TrainResult(summary["stage"], summary["final_loss"], summary["seconds"], summary["steps"],
+                       out / "model", adapter_dir, history, summary["parameters"],
+                       summary["records"], summary["skipped"], summary["truncated"])
 
 
-def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None, model_dir: Path) -> None:
+def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None,
+                 model_dir: Path) -> None:
     """Save a plain full-precision model that transformers loads without peft or bitsandbytes: the
     starting model reloaded un-quantised on the CPU, with the adapter merged (LoRA) or the trained
     projector copied (stage 1)."""
@@ -339,6 +345,7 @@ def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: P
     if adapter_dir is not None:
         base = merge_adapter(base.to("cpu"), adapter_dir)
     else:
-        load_projector(base, {k: v.to("cpu") for k, v in trained.model.multi_modal_projector.state_dict().items()})
+        projector = trained.model.multi_modal_projector.state_dict()
+        load_projector(base, {k: v.to("cpu") for k, v in projector.items()})
     base.save_pretrained(str(model_dir))
 
