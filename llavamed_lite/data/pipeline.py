@@ -35,7 +35,8 @@ from ..runs import RunDir
 from .alignment import alignment_records
 from .domains import OTHER, classify_caption, combine, domain_flags
 from .extract import ArchiveError, find_article_xml, find_graphic, safe_extract
-from .filters import Deduplicator, FilterConfig, check_caption, count_reasons, open_image, phash, pixel_hash
+from .filters import (Deduplicator, FilterConfig, check_caption, count_reasons, open_image, phash,
+                      pixel_hash)
 from .formats import write_records
 from .jats import Article, JATSError, parse_article
 
@@ -95,8 +96,8 @@ class Curator:
     """Curates sources into run_dir/data. `image_classifier`: an
     ImageDomainClassifier or None (caption only)."""
 
-    def __init__(self, run_dir: str | Path, filters: FilterConfig | None = None, image_classifier=None,
-                 seed: int = 0):
+    def __init__(self, run_dir: str | Path, filters: FilterConfig | None = None,
+                 image_classifier=None, seed: int = 0):
         self.paths = RunDir(run_dir).curated()
         self.data_dir = self.paths["root"]
         self.images = self.paths["images"]
@@ -124,17 +125,19 @@ class Curator:
                                         if source.kind == "package" else str(source.path))
             except JATSError as e:
                 return {**entry, "status": "rejected", "reason": "malformed XML", "error": str(e)}
-            entry.update(pmid=article.pmid, pmcid=article.pmcid, title=article.title, license=article.license.code,
-                         n_figures=len(article.figures))
+            entry.update(pmid=article.pmid, pmcid=article.pmcid, title=article.title,
+                         license=article.license.code, n_figures=len(article.figures))
             candidates = self.readable_figures(article, source, xml.parent, entry["rejected"])
             self.keep_figures(candidates, article, source, root, dedup, entry)
             return entry
         except ArchiveError as e:
-            return {**entry, "status": "rejected", "reason": "unsafe or corrupt archive", "error": str(e)}
+            return {**entry, "status": "rejected", "reason": "unsafe or corrupt archive",
+                    "error": str(e)}
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def readable_figures(self, article: Article, source: Source, folder: Path, rejected: list) -> list[tuple]:
+    def readable_figures(self, article: Article, source: Source, folder: Path,
+                         rejected: list) -> list[tuple]:
         """The figures whose caption passes the filters and whose image opens: (fig, pair_id, path,
         image) each. The others go to `rejected` with their reason."""
         candidates = []
@@ -158,12 +161,15 @@ class Curator:
                      dedup: Deduplicator, entry: dict) -> None:
         """Classify the candidates' domain (caption and image, the images in one batch), drop
         other-domain figures and duplicates, and save the rest with their records into `entry`."""
-        image_domains = (self.classifier.classify([c[3] for c in candidates])
-                         if self.classifier is not None and candidates else [None] * len(candidates))
+        if self.classifier is not None and candidates:
+            image_domains = self.classifier.classify([c[3] for c in candidates])
+        else:
+            image_domains = [None] * len(candidates)
         for (fig, pair_id, path, image), image_domain in zip(candidates, image_domains):
             caption_domain = classify_caption(fig.caption)
             domain = combine(caption_domain, image_domain)
-            reject = {"pair_id": pair_id, "fig_id": fig.fig_id, "caption": fig.caption[:300], "domain": domain}
+            reject = {"pair_id": pair_id, "fig_id": fig.fig_id, "caption": fig.caption[:300],
+                      "domain": domain}
             if domain == OTHER and not self.filters.keep_other:
                 entry["rejected"].append({**reject, "reason": "other domain"})
                 continue
@@ -180,7 +186,8 @@ class Curator:
                            "fig_label": fig.label or f"Figure {article.figures.index(fig) + 1}",
                            "fig_caption": fig.caption, "in_text_mention": fig.mentions,
                            "domain": domain_flags(domain), "image": f"images/{pair_id}.jpg",
-                           "pmcid": article.pmcid, "domain_name": domain, "caption_domain": caption_domain,
+                           "pmcid": article.pmcid, "domain_name": domain,
+                           "caption_domain": caption_domain,
                            "image_domain": image_domain, "license": article.license.code},
                 "image_file_path": str(path.relative_to(root)), "pmc_tar_url": source.url,
                 "pixel_hash": digest, "phash": f"{perceptual:016x}"})
@@ -200,7 +207,8 @@ class Curator:
         dedup = Deduplicator(self.filters.near_duplicate_bits)
         for entry in entries.values():
             for k in entry["kept"]:
-                dedup.add(k["pixel_hash"], int(k["phash"], 16), k["record"]["fig_caption"], k["record"]["pair_id"])
+                dedup.add(k["pixel_hash"], int(k["phash"], 16), k["record"]["fig_caption"],
+                          k["record"]["pair_id"])
         sources = sources[:max_articles] if max_articles is not None else sources
         todo = [s for s in sources if s.name not in entries]
         bar = tqdm(todo, desc="curate", unit="pkg", disable=not progress)
@@ -223,12 +231,14 @@ class Curator:
         records, manifest, rejects = [], [], []
         for e in entries:
             if e["status"] != "ok":
-                rejects.append({"source": e["source"], "reason": e["reason"], "error": e.get("error")})
+                rejects.append({"source": e["source"], "reason": e["reason"],
+                                "error": e.get("error")})
             for r in e["rejected"]:
                 rejects.append({"source": e["source"], **r})
             for k in e["kept"]:
                 records.append(k["record"])
-                manifest.append({"pmc_tar_url": k["pmc_tar_url"], "image_file_path": k["image_file_path"],
+                manifest.append({"pmc_tar_url": k["pmc_tar_url"],
+                                 "image_file_path": k["image_file_path"],
                                  "pair_id": k["record"]["pair_id"]})
         d, paths = self.data_dir, self.paths
         if not records and paths["captions"].is_file():
@@ -237,9 +247,10 @@ class Curator:
             except (ValueError, TypeError):
                 earlier = 0
             if earlier:
-                raise CurationError(f"this run kept no figure from {len(entries)} source(s), but {paths['captions']} "
-                                    f"holds {earlier} from an earlier run; the earlier outputs were kept (pass "
-                                    "--restart / restart=True to start over)")
+                raise CurationError(
+                    f"this run kept no figure from {len(entries)} source(s), but "
+                    f"{paths['captions']} holds {earlier} from an earlier run; the earlier outputs "
+                    "were kept (pass --restart / restart=True to start over)")
         write_records(paths["captions"], records)
         atomic_write_text(paths["image_manifest"], "".join(_jsonl(m) for m in manifest))
         alignment = alignment_records(records, d, seed=self.seed)
@@ -282,10 +293,12 @@ def save_dataset(records: list[dict], alignment: list[dict], path: Path, seed: i
     from datasets import Dataset, DatasetDict, Features, List, Value
 
     features = Features({"id": Value("string"), "image": Value("string"), "pmid": Value("string"),
-                         "pmcid": Value("string"), "fig_label": Value("string"), "caption": Value("string"),
-                         "mentions": List(Value("string")), "domain": Value("string"),
+                         "pmcid": Value("string"), "fig_label": Value("string"),
+                         "caption": Value("string"), "mentions": List(Value("string")),
+                         "domain": Value("string"),
                          "conversations": List({"from": Value("string"), "value": Value("string")})})
-    rows = [{"id": r["pair_id"], "image": r["image"], "pmid": r["pmid"], "pmcid": r.get("pmcid") or "",
+    rows = [{"id": r["pair_id"], "image": r["image"], "pmid": r["pmid"],
+             "pmcid": r.get("pmcid") or "",
              "fig_label": r["fig_label"], "caption": r["fig_caption"],
              "mentions": [m if isinstance(m, str) else m["tokens"] for m in r["in_text_mention"]],
              "domain": r.get("domain_name") or "", "conversations": a["conversations"]}
@@ -296,7 +309,8 @@ def save_dataset(records: list[dict], alignment: list[dict], path: Path, seed: i
     held = set(articles[:max(n_val, 1 if len(articles) >= 5 else 0)])
     split = {"train": [r for r in rows if (r["pmid"] or r["id"].rsplit("_", 1)[0]) not in held],
              "validation": [r for r in rows if (r["pmid"] or r["id"].rsplit("_", 1)[0]) in held]}
-    dd = DatasetDict({k: Dataset.from_dict({c: [r[c] for r in v] for c in features}, features=features)
+    dd = DatasetDict({k: Dataset.from_dict({c: [r[c] for r in v] for c in features},
+                                           features=features)
                       for k, v in split.items()})
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
