@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from ..data.formats import RecordError, validate_training_record
 from ..images import load_image
 from ..padding import pad_rows
-from .templates import IGNORE_INDEX, TruncationCounter, image_seq_length, tokenize_record, warn_truncation
+from .templates import (IGNORE_INDEX, TruncationCounter, image_seq_length, tokenize_record,
+                        warn_truncation)
 
 
 class ConversationDataset(Dataset):
@@ -30,23 +31,27 @@ class ConversationDataset(Dataset):
     pad_to_square), see image_input_size), images larger than the model's input are read from
     shrunk copies made there once."""
 
-    def __init__(self, records: list[dict], processor, template: str, max_length: int, image_folder: str | Path,
-                 skip_bad: bool = False, source: str = "<records>", image_cache: str | Path | None = None,
-                 image_size: tuple[int, bool] | None = None):
+    def __init__(self, records: list[dict], processor, template: str, max_length: int,
+                 image_folder: str | Path, skip_bad: bool = False, source: str = "<records>",
+                 image_cache: str | Path | None = None, image_size: tuple[int, bool] | None = None):
         if image_cache is not None and image_size is None:
-            raise ValueError("image_cache needs image_size (the model's input side and pad_to_square)")
+            raise ValueError("image_cache needs image_size (the model's input side and "
+                             "pad_to_square)")
         self.image_folder = Path(image_folder)
         self.errors: list[str] = []
         self.truncation = TruncationCounter()
         n_image = image_seq_length(processor)
         self.items = []
         for i, record in enumerate(records):
-            where = f"{source}: record {i}" + (f" (id {record.get('id')!r})" if isinstance(record, dict) else "")
+            where = f"{source}: record {i}"
+            if isinstance(record, dict):
+                where += f" (id {record.get('id')!r})"
             try:
                 record = validate_training_record(record, where)
-                image = checked_image(self.image_folder / record["image"], where, image_cache, image_size)
-                item = tokenize_record(record, processor.tokenizer, template, n_image, max_length, self.truncation,
-                                       where)
+                image = checked_image(self.image_folder / record["image"], where, image_cache,
+                                      image_size)
+                item = tokenize_record(record, processor.tokenizer, template, n_image, max_length,
+                                       self.truncation, where)
             except RecordError as e:
                 self.errors.append(str(e))
                 continue
@@ -55,8 +60,8 @@ class ConversationDataset(Dataset):
         if self.errors and not skip_bad:
             raise RecordError(bad_records_message(source, self.errors))
         if self.errors:
-            print(f"{source}: skipped {len(self.errors)} bad records (skip_bad); the first: {self.errors[0]}",
-                  file=sys.stderr)
+            print(f"{source}: skipped {len(self.errors)} bad records (skip_bad); the first: "
+                  f"{self.errors[0]}", file=sys.stderr)
         if not self.items:
             bad = f" ({len(self.errors)} bad)" if self.errors else ""
             raise RecordError(f"{source}: no usable training records{bad}")
@@ -74,8 +79,8 @@ class ConversationDataset(Dataset):
 
 def bad_records_message(source: str, errors: list[str], shown: int = 20) -> str:
     more = f"\n  ... and {len(errors) - shown} more" if len(errors) > shown else ""
-    return (f"{source}: {len(errors)} bad training records (fix them, or set skip_bad=true to skip them):\n  "
-            + "\n  ".join(errors[:shown]) + more)
+    return (f"{source}: {len(errors)} bad training records (fix them, or set skip_bad=true to "
+            "skip them):\n  " + "\n  ".join(errors[:shown]) + more)
 
 
 def image_input_size(processor) -> tuple[int, bool]:
@@ -88,7 +93,8 @@ def image_input_size(processor) -> tuple[int, bool]:
     return int(side), bool(getattr(ip, "do_pad", False))
 
 
-def checked_image(path: Path, where: str, cache: str | Path | None, size: tuple[int, bool] | None) -> Path:
+def checked_image(path: Path, where: str, cache: str | Path | None,
+                  size: tuple[int, bool] | None) -> Path:
     """Open an image once, fully decoded, and return the file training should read: the image
     itself, or with a cache a copy shrunk to the model's input size (made once, named by the
     source's path, size and time)."""
@@ -114,8 +120,8 @@ def checked_image(path: Path, where: str, cache: str | Path | None, size: tuple[
         # small enough already (DICOM is cached anyway: it is windowed once, not at every step)
         return path
     if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BICUBIC)
+        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.stem}.{os.getpid()}.partial.png")
     image.save(partial)

@@ -27,16 +27,19 @@ class VisionFeatureCache:
     """The tower's hidden states at the model's `vision_feature_layer`, one
     (T, D) block per image file."""
 
-    def __init__(self, model: nn.Module, processor, images: list[str], batch_size: int = 64, progress: bool = False):
+    def __init__(self, model: nn.Module, processor, images: list[str], batch_size: int = 64,
+                 progress: bool = False):
         self.layer = model.config.vision_feature_layer
         if not isinstance(self.layer, int):
-            raise ValueError(f"cache_vision_features needs one vision_feature_layer, got {self.layer!r}")
+            raise ValueError(f"cache_vision_features needs one vision_feature_layer, "
+                             f"got {self.layer!r}")
         tower = vision_tower(model)
         weight = next(tower.parameters())
         unique = sorted(set(images))
         blocks = []
         with torch.no_grad():
-            for start in tqdm(range(0, len(unique), batch_size), desc="vision features", disable=not progress):
+            starts = range(0, len(unique), batch_size)
+            for start in tqdm(starts, desc="vision features", disable=not progress):
                 chunk = [record_image(path) for path in unique[start:start + batch_size]]
                 pixels = processor.image_processor(chunk, return_tensors="pt")["pixel_values"]  # (b, 3, H, W)
                 out = tower(pixels.to(weight.device, weight.dtype), output_hidden_states=True)
@@ -62,7 +65,8 @@ def reading_cached_features(model: nn.Module, cache: VisionFeatureCache):
             return run(pixel_values, *args, **kwargs)
         states = [None] * n_states
         states[cache.layer] = pixel_values
-        return BaseModelOutputWithPooling(last_hidden_state=pixel_values, hidden_states=tuple(states))
+        return BaseModelOutputWithPooling(last_hidden_state=pixel_values,
+                                          hidden_states=tuple(states))
 
     tower.forward = forward
     try:
