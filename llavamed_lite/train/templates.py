@@ -29,8 +29,8 @@ from ..data.formats import IMAGE_TOKEN, RecordError, conversations_of, validate_
 IGNORE_INDEX = -100
 TEMPLATES = ("plain", "llava_med_v1", "mistral_instruct")
 # Our own words for a v1.0-style system header (the released one is not copied).
-V1_SYSTEM = ("You are a biomedical assistant that looks at figures from research articles and describes what they "
-             "show, accurately and briefly.")
+V1_SYSTEM = ("You are a biomedical assistant that looks at figures from research articles and "
+             "describes what they show, accurately and briefly.")
 
 
 @dataclass
@@ -61,12 +61,13 @@ def render(convs: list[dict], template: str, eos: str, n_image: int,
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}: choose one of {', '.join(TEMPLATES)}")
     if template != "mistral_instruct" and len(convs) > 2:
-        raise RecordError(f"{where}: the {template} template takes one human/gpt pair (an image and its caption), "
-                          f"got {len(convs) // 2}")
+        raise RecordError(f"{where}: the {template} template takes one human/gpt pair (an image "
+                          f"and its caption), got {len(convs) // 2}")
     image = IMAGE_TOKEN * n_image
     text, spans = f"{V1_SYSTEM}\n\n" if template == "llava_med_v1" else "", []
     for k in range(0, len(convs), 2):
-        question, answer = convs[k]["value"].strip().replace(IMAGE_TOKEN, image), convs[k + 1]["value"].strip()
+        question = convs[k]["value"].strip().replace(IMAGE_TOKEN, image)
+        answer = convs[k + 1]["value"].strip()
         start = len(text)
         if template == "plain":
             text += f"{image}\n" if IMAGE_TOKEN in convs[k]["value"] else ""
@@ -100,7 +101,8 @@ def tokenize_record(record: dict, tokenizer, template: str, n_image: int, max_le
     # <s> has the empty span (0, 0).
     labels = [t if any(s < a_end and e > a_start for _, a_start, a_end in spans) else IGNORE_INDEX
               for t, (s, e) in zip(ids, offsets)]
-    turn_starts = [next(i for i, (s, e) in enumerate(offsets) if s >= start and e > s) for start, _, _ in spans[1:]]
+    turn_starts = [next(i for i, (s, e) in enumerate(offsets) if s >= start and e > s)
+                   for start, _, _ in spans[1:]]
 
     end, dropped = len(ids), 0
     while end > max_length and turn_starts:
@@ -110,8 +112,9 @@ def tokenize_record(record: dict, tokenizer, template: str, n_image: int, max_le
     if end > max_length:
         first_answer = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
         if first_answer >= max_length:
-            raise RecordError(f"{where}: its first question with {n_image} image tokens needs more than max_length "
-                              f"{max_length} tokens, leaving no room for the answer; raise max_length")
+            raise RecordError(f"{where}: its first question with {n_image} image tokens needs "
+                              f"more than max_length {max_length} tokens, leaving no room for the "
+                              "answer; raise max_length")
         cut, end = end - max_length, max_length
     if (dropped or cut) and counter is not None:
         counter.records += 1
@@ -123,12 +126,14 @@ def tokenize_record(record: dict, tokenizer, template: str, n_image: int, max_le
 
 def warn_truncation(counter: TruncationCounter, max_length: int) -> None:
     if counter.records:
-        warnings.warn(f"{counter.records} record(s) longer than max_length {max_length} were shortened "
-                      f"({counter.dropped_turns} trailing turn(s) dropped, {counter.cut_tokens} text token(s) cut; "
-                      f"image tokens kept), e.g. {counter.ids[:3]}", stacklevel=2)
+        warnings.warn(f"{counter.records} record(s) longer than max_length {max_length} were "
+                      f"shortened ({counter.dropped_turns} trailing turn(s) dropped, "
+                      f"{counter.cut_tokens} text token(s) cut; image tokens kept), e.g. "
+                      f"{counter.ids[:3]}", stacklevel=2)
 
 
-def prompt_ids(question: str, tokenizer, template: str, n_image: int, history: list[tuple[str, str]] = ()) -> list[int]:
+def prompt_ids(question: str, tokenizer, template: str, n_image: int,
+               history: list[tuple[str, str]] = ()) -> list[int]:
     """The ids a model continues at inference: earlier (question, answer) turns, then the new
     question; the same ids as the training text up to the answer, and as the processor gives for
     the chat template's rendering."""
