@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
-                          AutoProcessor, AutoTokenizer, CLIPConfig, CLIPVisionConfig, CLIPVisionModel,
-                          LlavaConfig, LlavaForConditionalGeneration, LlavaImageProcessorPil,
-                          LlavaProcessor)
+                          AutoProcessor, AutoTokenizer, CLIPConfig, CLIPVisionConfig,
+                          CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration,
+                          LlavaImageProcessorPil, LlavaProcessor)
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from ..config import ModelConfig
@@ -189,7 +189,8 @@ def compose_llava(
 
     config = llava_config(vision_config, language_model.config,
                           tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), projector,
-                          vision_feature_layer, vision_feature_select_strategy, tokenizer.pad_token_id)
+                          vision_feature_layer, vision_feature_select_strategy,
+                          tokenizer.pad_token_id)
     config.text_config.vocab_size = language_model.get_input_embeddings().num_embeddings
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
