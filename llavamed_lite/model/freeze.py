@@ -60,7 +60,8 @@ def parameter_table(model: nn.Module) -> list[dict]:
     """Trainable and total parameters per component; tied weights counted once."""
     rows = {c: {"component": c, "trainable": 0, "total": 0} for c in COMPONENTS}
     seen = set()
-    linear_projector = getattr(getattr(model, "config", None), "projector_hidden_act", None) == "linear"
+    act = getattr(getattr(model, "config", None), "projector_hidden_act", None)
+    linear_projector = act == "linear"
     for name, param in model.named_parameters(remove_duplicate=False):
         if id(param) in seen or (linear_projector and "multi_modal_projector.linear_2" in name):
             # tied weights once; a `linear` projector's fixed identity layer is not a real parameter
@@ -89,6 +90,7 @@ def model_summary(model: nn.Module) -> dict:
     """Parameter counts per tower and the number of image tokens: one
     row of the architecture table."""
     rows = {r["component"]: r["total"] for r in parameter_table(model)}
-    return {"vision tower": rows.get("vision_tower", 0), "projector": rows.get("multi_modal_projector", 0),
-            "language model": rows.get("language_model", 0) + rows.get("lm_head", 0), "total": rows["total"],
-            "image tokens": model.config.image_seq_length}
+    return {"vision tower": rows.get("vision_tower", 0),
+            "projector": rows.get("multi_modal_projector", 0),
+            "language model": rows.get("language_model", 0) + rows.get("lm_head", 0),
+            "total": rows["total"], "image tokens": model.config.image_seq_length}
