@@ -70,7 +70,7 @@ JUDGE_INSTRUCTIONS = (
 )
 
 
-# ---- chat-evaluation questions -------------------------------------------------------------------------------
+# ---- chat-evaluation questions -------------------------------------------------------------------
 def chat_questions(caption_records: Iterable[dict], n_conversation: int = 3, seed: int = 0) -> list[dict]:
     """Questions in LLaVA-Med's chat-evaluation format from tiny-world caption records (which carry
     `findings` and `image`): per figure one "detailed_description" (reference: a plain description
@@ -113,7 +113,7 @@ def answer_chat(model_dir: str | Path, questions: list[dict], image_folder: str 
                         **kwargs)
 
 
-# ---- the judge's prompt and reply ----------------------------------------------------------------------------
+# ---- the judge's prompt and reply ----------------------------------------------------------------
 def judge_messages(question: dict, model_answer: str) -> list[dict]:
     """Assistant 1 is the reference, Assistant 2 the model (the order of LLaVA-Med's reviews). The
     context is the caption and the inline mentions, as the instruction prompts show them."""
@@ -207,7 +207,7 @@ def relative_scores(reviews: Iterable[Review]) -> dict:
             "n_failed": len(reviews) - len(ok), "failures": dict(Counter(r.failed for r in reviews if r.failed))}
 
 
-# ---- running the judge ---------------------------------------------------------------------------------------
+# ---- running the judge ---------------------------------------------------------------------------
 def judge_backend_name(backend: str | None = None, base_url: str | None = None) -> str:
     """The judge that runs: the one named; else the OpenAI-compatible server at base_url; else the
     stand-in. A key in the environment never chooses one."""

@@ -2,32 +2,35 @@
 
 `mode="paper"` (the default) scores exactly as LLaVA-Med's published numbers were scored. Both
 strings are lower-cased and normalised by the VQA challenge's rules (`normalize_paper`):
-1. Punctuation: each of the 21 characters ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted when it stands next
-   to a space anywhere in the string, or when the string holds a digit-comma-digit anywhere; otherwise it becomes a
-   space. The test is on the whole string, per character: "left-sided - lower lobe" loses every dash.
-   `:`, `%` and apostrophes are kept.
+1. Punctuation: each of the 21 characters ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted when
+   it stands next to a space anywhere in the string, or when the string holds a digit-comma-digit
+   anywhere; otherwise it becomes a space. The test is on the whole string, per character:
+   "left-sided - lower lobe" loses every dash. `:`, `%` and apostrophes are kept.
 2. Periods not followed by a digit are deleted, at most 32 of them, from the left.
-3. The words: number words none, zero .. ten become digits (nothing above ten: "twelve" stays), the articles
-   a / an / the go, apostrophe-less contractions get their apostrophe ("dont" -> "don't"; "isn't" stays as it is).
-   Rejoined with single spaces. (The official code then deletes commas; rule 1 has left none.)
+3. The words: number words none, zero .. ten become digits (nothing above ten: "twelve" stays), the
+   articles a / an / the go, apostrophe-less contractions get their apostrophe ("dont" -> "don't";
+   "isn't" stays as it is). Rejoined with single spaces. (The official code then deletes commas;
+   rule 1 has left none.)
 Then
-- CLOSED (`closed_accuracy`): 1 when the normalised answer occurs in the normalised prediction, character by
-  character. It forgives a lot: "no" hits "not", "know" and "nodule" (but not "isn't").
-- OPEN (`open_recall`, the paper's "Open" column): tp / (tp + fn) over the words of the two strings, where tp adds,
-  for each word in both, the prediction's count of it (a word repeated in the prediction counts each time) and fn,
-  for each answer word missing from the prediction, the answer's count. `open_accuracy` is the closed rule applied
-  to open questions (a separate figure, not the paper's column).
-- Rows pair predictions with answers by position; a row whose answer type is not exactly "OPEN" or "CLOSED" (e.g.
-  "CLOSED " with a space) is skipped, as by the official scorer, and counted in `n_skipped`.
+- CLOSED (`closed_accuracy`): 1 when the normalised answer occurs in the normalised prediction,
+  character by character. It forgives a lot: "no" hits "not", "know" and "nodule" (but not "isn't").
+- OPEN (`open_recall`, the paper's "Open" column): tp / (tp + fn) over the words of the two strings,
+  where tp adds, for each word in both, the prediction's count of it (a word repeated in the
+  prediction counts each time) and fn, for each answer word missing from the prediction, the
+  answer's count. `open_accuracy` is the closed rule applied to open questions (a separate figure,
+  not the paper's column).
+- Rows pair predictions with answers by position; a row whose answer type is not exactly "OPEN" or
+  "CLOSED" (e.g. "CLOSED " with a space) is skipped, as by the official scorer, and counted in
+  `n_skipped`.
 
 Ours, printed beside the paper's figures, never in their place:
-- `closed_accuracy_strict`: our normalisation (`normalize`: contractions expanded, "isn't" -> "is not",
-  punctuation to spaces, number words up to twenty), the answer's words as whole words in order; for a yes/no answer
-  the prediction's first "yes" or "no" decides.
-- `open_f1`: F1 of answer words in the prediction (our normalisation): recall with precision, so a long rambling
-  prediction is not rewarded.
-- `mode="lenient"`: our earlier figures, our normalisation throughout (substring closed accuracy, recall counted
-  by the answer's words), answer types read case- and space-insensitively.
+- `closed_accuracy_strict`: our normalisation (`normalize`: contractions expanded, "isn't" -> "is
+  not", punctuation to spaces, number words up to twenty), the answer's words as whole words in
+  order; for a yes/no answer the prediction's first "yes" or "no" decides.
+- `open_f1`: F1 of answer words in the prediction (our normalisation): recall with precision, so a
+  long rambling prediction is not rewarded.
+- `mode="lenient"`: our earlier figures, our normalisation throughout (substring closed accuracy,
+  recall counted by the answer's words), answer types read case- and space-insensitively.
 """
 
 import re
@@ -38,7 +41,7 @@ MODES = ("paper", "lenient")
 PAPER_METRIC_NOTE = ("paper metric (LLaVA-Med's scorer): closed_accuracy, open_recall (the paper's Open column), "
                      "open_accuracy; ours, beside them: closed_accuracy_strict, open_f1")
 
-# ---- the paper's normalisation (the VQA challenge's) -----------------------------------------------------------
+# ---- the paper's normalisation (the VQA challenge's) ---------------------------------------------
 PAPER_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
 PAPER_NUMBER_WORDS = {"none": "0", **{w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten".split())}}
@@ -90,7 +93,7 @@ def open_recall(prediction: str, answer: str) -> float:
     return tp / (tp + fn) if tp + fn else 0.0
 
 
-# ---- our normalisation and metrics -----------------------------------------------------------------------------
+# ---- our normalisation and metrics ---------------------------------------------------------------
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
@@ -151,7 +154,7 @@ def open_recall_f1(prediction: str, answer: str) -> tuple[float, float]:
     return recall, 2 * precision * recall / (precision + recall)
 
 
-# ---- scoring a benchmark ----------------------------------------------------------------------------------------
+# ---- scoring a benchmark -------------------------------------------------------------------------
 def answer_kind(value, mode: str = "paper") -> str | None:
     """"OPEN" or "CLOSED". The paper's scorer takes only these exact strings
     (None: the row is skipped); the lenient mode reads them case- and

@@ -5,9 +5,10 @@ Readers (each checks every row and names the file and row of the first bad one):
   `phrase_type == "frame"` rows (1,797 train / 451 test questions, as in LLaVA-Med).
 - `load_vqa_rad_original(split)`: the original OSF release JSON (test = the `test_*` phrase types).
 - `load_slake(split)`: SLAKE 1.0's official JSON, English rows (test: 1,061 questions).
-- `load_pathvqa(source, split)`: PathVQA's Hugging Face parquet layout (columns image {bytes, path}, question, answer).
-- `load_llava_vqa(path)`: LLaVA-Med's VQA JSON `{id, image, answer_type, question_type, conversations}`; the tiny
-  world writes its questions in this format.
+- `load_pathvqa(source, split)`: PathVQA's Hugging Face parquet layout (columns image {bytes, path},
+  question, answer).
+- `load_llava_vqa(path)`: LLaVA-Med's VQA JSON `{id, image, answer_type, question_type,
+  conversations}`; the tiny world writes its questions in this format.
 `load_benchmark(name, split)` picks one by name. `closed_suffix=True` appends
 LLaVA-Med's closed-question suffix.
 """
@@ -48,7 +49,7 @@ def with_closed_suffix(items: Iterable[VQAItem]) -> list[VQAItem]:
             if it.answer_type == "CLOSED" and not it.question.endswith(CLOSED_SUFFIX) else it for it in items]
 
 
-# ---- row checking ------------------------------------------------------------------------------------------
+# ---- row checking --------------------------------------------------------------------------------
 def _where(path: Path, index: int, row: Any, id_key: str) -> str:
     rid = row.get(id_key) if isinstance(row, dict) else None
     return f"{path}: row {index}" + (f" ({id_key} {rid!r})" if rid is not None else "")
@@ -99,7 +100,7 @@ def _check_split(split: str, allowed: tuple[str, ...]) -> str:
     return split
 
 
-# ---- VQA-RAD -----------------------------------------------------------------------------------------------
+# ---- VQA-RAD -------------------------------------------------------------------------------------
 def load_vqa_rad(split: str = "test", root: str | Path = VQA_RAD_DIR, check_images: bool = True,
                  closed_suffix: bool = False) -> list[VQAItem]:
     """The MEVF split (data_RAD/{trainset,testset}.json) that LLaVA-Med
@@ -149,7 +150,7 @@ def _vqa_rad_item(row: dict, where: str, root: Path, id_prefix: str, source: str
         metadata={"source": source, "qid": row["qid"], "image_organ": row.get("image_organ"), "phrase_type": phrase})
 
 
-# ---- SLAKE -------------------------------------------------------------------------------------------------
+# ---- SLAKE ---------------------------------------------------------------------------------------
 def load_slake(split: str = "test", root: str | Path = SLAKE_DIR, language: str = "en", check_images: bool = True,
                closed_suffix: bool = False) -> list[VQAItem]:
     """SLAKE 1.0's official JSON (train.json / validate.json / test.json), rows with q_lang ==
@@ -175,7 +176,7 @@ def load_slake(split: str = "test", root: str | Path = SLAKE_DIR, language: str 
     return with_closed_suffix(items) if closed_suffix else items
 
 
-# ---- PathVQA -----------------------------------------------------------------------------------------------
+# ---- PathVQA -------------------------------------------------------------------------------------
 def load_pathvqa(source: str | Path, split: str = "test", image_dir: str | Path | None = None,
                  closed_suffix: bool = False) -> list[VQAItem]:
     """PathVQA in its Hugging Face layout: parquet files `{split}-*.parquet` (or one file) with
@@ -238,7 +239,7 @@ def _pathvqa_image(image: Any, image_dir: Path, folder: Path, where: str) -> str
     raise RecordError(f"{where}: field 'image' has neither bytes nor a path")
 
 
-# ---- LLaVA-Med VQA records ---------------------------------------------------------------------------------
+# ---- LLaVA-Med VQA records -----------------------------------------------------------------------
 def load_llava_vqa(path: str | Path, image_folder: str | Path | None = None, check_images: bool = True,
                    closed_suffix: bool = False) -> list[VQAItem]:
     """LLaVA-Med's VQA JSON (or JSONL): {id, image, answer_type, question_type,
@@ -322,7 +323,7 @@ def write_llava_vqa(path: str | Path, items: Iterable[VQAItem], image_folder: st
     return atomic_write_json(path, [to_llava_record(it, image_folder, closed_suffix) for it in items])
 
 
-# ---- by name -----------------------------------------------------------------------------------------------
+# ---- by name -------------------------------------------------------------------------------------
 BENCHMARKS = ("tiny", "vqa-rad", "slake", "pathvqa")
 
 
