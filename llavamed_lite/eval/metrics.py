@@ -38,8 +38,9 @@ from collections import Counter, defaultdict
 from typing import Sequence
 
 MODES = ("paper", "lenient")
-PAPER_METRIC_NOTE = ("paper metric (LLaVA-Med's scorer): closed_accuracy, open_recall (the paper's Open column), "
-                     "open_accuracy; ours, beside them: closed_accuracy_strict, open_f1")
+PAPER_METRIC_NOTE = ("paper metric (LLaVA-Med's scorer): closed_accuracy, open_recall (the paper's "
+                     "Open column), open_accuracy; ours, beside them: closed_accuracy_strict, "
+                     "open_f1")
 
 # ---- the paper's normalisation (the VQA challenge's) ---------------------------------------------
 PAPER_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
@@ -50,14 +51,17 @@ ARTICLES = {"a", "an", "the"}
 # "couldnt've" and "couldn'tve" -> "couldn't've"). Its forms with a capital I ("I'm", "I've",
 # "I'd've") can never match lower-cased text, so they are not here.
 _CONTRACTED = """
-ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't he'd he'd've
-he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've mustn't must've needn't not've
-o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't shouldn't've somebody'd've somebody'll somebody's
-someone'd someone'd've someone'll someone's something'd something'd've something'll that's there'd there'd've
-there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's
-what've when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't would've
-wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've""".split()
-PAPER_CONTRACTIONS = {form[:i] + form[i + 1:]: form for form in _CONTRACTED for i, c in enumerate(form) if c == "'"}
+ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't
+haven't he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've
+might've mustn't must've needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've
+shouldn't shouldn't've somebody'd've somebody'll somebody's someone'd someone'd've someone'll
+someone's something'd something'd've something'll that's there'd there'd've there're there's they'd
+they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll what're what's what've
+when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't
+would've wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're
+you've""".split()
+PAPER_CONTRACTIONS = {form[:i] + form[i + 1:]: form
+                      for form in _CONTRACTED for i, c in enumerate(form) if c == "'"}
 PAPER_CONTRACTIONS["somebody'd"] = "somebodyd"  # the table's one entry that goes the other way
 _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _PERIOD = re.compile(r"\.(?!\d)")
@@ -87,7 +91,8 @@ def closed_hit(prediction: str, answer: str) -> float:
 def open_recall(prediction: str, answer: str) -> float:
     """The paper's open score: recall over word counts, the prediction's
     count for each shared word."""
-    pred, gt = Counter(normalize_paper(prediction).split()), Counter(normalize_paper(answer).split())
+    pred = Counter(normalize_paper(prediction).split())
+    gt = Counter(normalize_paper(answer).split())
     tp = sum(n for w, n in pred.items() if w in gt)
     fn = sum(n for w, n in gt.items() if w not in pred)
     return tp / (tp + fn) if tp + fn else 0.0
@@ -95,17 +100,20 @@ def open_recall(prediction: str, answer: str) -> float:
 
 # ---- our normalisation and metrics ---------------------------------------------------------------
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split())}
 CONTRACTIONS = {
-    "aren't": "are not", "can't": "cannot", "couldn't": "could not", "didn't": "did not", "doesn't": "does not",
-    "don't": "do not", "hadn't": "had not", "hasn't": "has not", "haven't": "have not", "isn't": "is not",
-    "it's": "it is", "let's": "let us", "shouldn't": "should not", "that's": "that is", "there's": "there is",
-    "they're": "they are", "wasn't": "was not", "we're": "we are", "weren't": "were not", "what's": "what is",
-    "won't": "will not", "wouldn't": "would not", "you're": "you are", "i'm": "i am", "he's": "he is",
-    "she's": "she is", "there're": "there are", "where's": "where is", "who's": "who is",
+    "aren't": "are not", "can't": "cannot", "couldn't": "could not", "didn't": "did not",
+    "doesn't": "does not", "don't": "do not", "hadn't": "had not", "hasn't": "has not",
+    "haven't": "have not", "isn't": "is not", "it's": "it is", "let's": "let us",
+    "shouldn't": "should not", "that's": "that is", "there's": "there is", "they're": "they are",
+    "wasn't": "was not", "we're": "we are", "weren't": "were not", "what's": "what is",
+    "won't": "will not", "wouldn't": "would not", "you're": "you are", "i'm": "i am",
+    "he's": "he is", "she's": "she is", "there're": "there are", "where's": "where is", "who's": "who is",
 }
-_CONTRACTION = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(CONTRACTIONS, key=len, reverse=True)) + r")\b")
+_CONTRACTION = re.compile(r"\b(" + "|".join(re.escape(k)
+                                             for k in sorted(CONTRACTIONS, key=len, reverse=True))
+                         + r")\b")
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _PUNCTUATION = re.compile(r"[^\w\s\x00]|_")
 YES_NO = ("yes", "no")
@@ -176,7 +184,8 @@ def score_one(prediction: str, answer: str, answer_type: str, mode: str = "paper
     prediction = "" if prediction is None else prediction
     hit = closed_hit if mode == "paper" else closed_hit_lenient
     if kind == "CLOSED":
-        return {"closed": hit(prediction, answer), "closed_strict": closed_hit_strict(prediction, answer)}
+        return {"closed": hit(prediction, answer),
+                "closed_strict": closed_hit_strict(prediction, answer)}
     ours_recall, f1 = open_recall_f1(prediction, answer)
     return {"recall": open_recall(prediction, answer) if mode == "paper" else ours_recall,
             "hit": hit(prediction, answer), "f1": f1}
@@ -191,10 +200,11 @@ def vqa_scores(predictions: Sequence[str], answers: Sequence[str], answer_types:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if not len(predictions) == len(answers) == len(answer_types):
-        raise ValueError(f"predictions ({len(predictions)}), answers ({len(answers)}) and answer_types "
-                         f"({len(answer_types)}) must have the same length")
+        raise ValueError(f"predictions ({len(predictions)}), answers ({len(answers)}) and "
+                         f"answer_types ({len(answer_types)}) must have the same length")
     if question_types is not None and len(question_types) != len(answers):
-        raise ValueError(f"question_types ({len(question_types)}) and answers ({len(answers)}) differ in length")
+        raise ValueError(f"question_types ({len(question_types)}) and answers ({len(answers)}) "
+                         "differ in length")
     rows = []
     for i, (pred, ans, kind) in enumerate(zip(predictions, answers, answer_types)):
         try:
@@ -217,13 +227,17 @@ def _summarise(rows: list[dict]) -> dict:
     def mean(group: list[dict], key: str) -> float | None:
         return sum(r[key] for r in group) / len(group) if group else None
 
-    return {"closed_accuracy": mean(closed, "closed"), "closed_accuracy_strict": mean(closed, "closed_strict"),
-            "open_recall": mean(open_, "recall"), "open_accuracy": mean(open_, "hit"), "open_f1": mean(open_, "f1"),
-            "n_closed": len(closed), "n_open": len(open_), "n_skipped": len(rows) - len(closed) - len(open_)}
+    return {"closed_accuracy": mean(closed, "closed"),
+            "closed_accuracy_strict": mean(closed, "closed_strict"),
+            "open_recall": mean(open_, "recall"), "open_accuracy": mean(open_, "hit"),
+            "open_f1": mean(open_, "f1"), "n_closed": len(closed), "n_open": len(open_),
+            "n_skipped": len(rows) - len(closed) - len(open_)}
 
 
-def forgiven_by_lenient(predictions: Sequence[str], answers: Sequence[str], answer_types: Sequence[str]) -> list[int]:
+def forgiven_by_lenient(predictions: Sequence[str], answers: Sequence[str],
+                        answer_types: Sequence[str]) -> list[int]:
     """Indices of CLOSED questions the paper's substring metric counts as right but our strict one
     does not (e.g. answer "no", prediction "I do not know")."""
     return [i for i, (pred, ans, kind) in enumerate(zip(predictions, answers, answer_types))
-            if answer_kind(kind) == "CLOSED" and closed_hit(pred or "", ans) > closed_hit_strict(pred or "", ans)]
+            if answer_kind(kind) == "CLOSED"
+            and closed_hit(pred or "", ans) > closed_hit_strict(pred or "", ans)]
