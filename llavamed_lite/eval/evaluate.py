@@ -27,9 +27,9 @@ def score_answers(items: Iterable[VQAItem], answers: Iterable[dict]) -> dict:
     missing = [it.question_id for it in items if str(it.question_id) not in by_id]
     if missing:
         raise ValueError(f"{len(missing)} question(s) have no answer, e.g. {missing[:3]}")
-    return {"metric": PAPER_METRIC_NOTE, **vqa_scores([by_id[str(it.question_id)] for it in items],
-                                                      [it.answer for it in items], [it.answer_type for it in items],
-                                                      [it.question_type for it in items])}
+    return {"metric": PAPER_METRIC_NOTE,
+            **vqa_scores([by_id[str(it.question_id)] for it in items], [it.answer for it in items],
+                         [it.answer_type for it in items], [it.question_type for it in items])}
 
 
 def default_model_id(model_dir: str | Path) -> str:
@@ -45,30 +45,33 @@ def model_fingerprint(model_dir: str | Path) -> str:
     if (model_dir / "config.json").is_file():
         digest.update((model_dir / "config.json").read_bytes())
     for path in sorted(model_dir.iterdir()) if model_dir.is_dir() else []:
-        if path.is_file() and path.name.endswith((".safetensors", ".bin", ".safetensors.index.json")):
+        weights = path.name.endswith((".safetensors", ".bin", ".safetensors.index.json"))
+        if path.is_file() and weights:
             stat = path.stat()
             digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path, model_id: str | None = None,
-                 batch_size: int = 16, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
-                 progress: bool = True, restart: bool = False, load_in_4bit: bool = False) -> list[dict]:
+def answer_items(model_dir: str | Path, items: Iterable[VQAItem], out_path: str | Path,
+                 model_id: str | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                 device: str = "auto", dtype: str = "auto", progress: bool = True,
+                 restart: bool = False, load_in_4bit: bool = False) -> list[dict]:
     """Load a saved model and answer any questions (a benchmark's, the chat evaluation's) into an
     answer file, resuming it when the same weights wrote it (`model_fingerprint`; another model's
     file is refused), or starting it afresh with `restart`; return all its answer records."""
     if restart:
         Path(out_path).unlink(missing_ok=True)
     model, processor = load_llava(model_dir, dtype=dtype, device=device, load_in_4bit=load_in_4bit)
-    return generate_answers(model, processor, items, out_path, model_id or default_model_id(model_dir), batch_size,
-                            max_new_tokens, progress, fingerprint=model_fingerprint(model_dir))
+    return generate_answers(model, processor, items, out_path,
+                            model_id or default_model_id(model_dir), batch_size, max_new_tokens,
+                            progress, fingerprint=model_fingerprint(model_dir))
 
 
 def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: str = "test",
              source: str | Path | None = None, batch_size: int = 16, limit: int | None = None,
-             closed_suffix: bool = False, max_new_tokens: int = VQA_MAX_NEW_TOKENS, model_id: str | None = None,
-             device: str = "auto", dtype: str = "auto", progress: bool = True, restart: bool = False,
-             load_in_4bit: bool = False) -> dict:
+             closed_suffix: bool = False, max_new_tokens: int = VQA_MAX_NEW_TOKENS,
+             model_id: str | None = None, device: str = "auto", dtype: str = "auto",
+             progress: bool = True, restart: bool = False, load_in_4bit: bool = False) -> dict:
     """Load a saved model, answer the benchmark's questions (resuming answers.jsonl), write and
     return the scores. Answers written by other weights (another model, or this folder before it was
     retrained) are never resumed: the run is refused until `restart` deletes them."""
@@ -77,11 +80,13 @@ def evaluate(model_dir: str | Path, benchmark: str, out_dir: str | Path, split: 
         items = items[:limit]
     if not items:
         raise ValueError(f"{benchmark} ({split}{', ' + str(source) if source else ''}"
-                         f"{f', limit {limit}' if limit is not None else ''}): no questions to answer")
+                         f"{f', limit {limit}' if limit is not None else ''}): "
+                         "no questions to answer")
     model_id, out_dir = model_id or default_model_id(model_dir), Path(out_dir)
-    answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size, max_new_tokens,
-                           device, dtype, progress, restart, load_in_4bit)
-    scores = {"benchmark": benchmark, "split": split, "model_id": model_id, "n_questions": len(items),
-              "closed_suffix": closed_suffix, **score_answers(items, answers)}
+    answers = answer_items(model_dir, items, out_dir / ANSWERS_FILE, model_id, batch_size,
+                           max_new_tokens, device, dtype, progress, restart, load_in_4bit)
+    scores = {"benchmark": benchmark, "split": split, "model_id": model_id,
+              "n_questions": len(items), "closed_suffix": closed_suffix,
+              **score_answers(items, answers)}
     atomic_write_json(out_dir / SCORES_FILE, scores)
     return scores
