@@ -34,8 +34,8 @@ def predictions_for(items: Sequence[VQAItem], answers: Iterable[dict]) -> list[s
 
 def scores_of(items: Sequence[VQAItem], predictions: Sequence[str]) -> dict:
     """`vqa_scores` with the breakdown by question type."""
-    return vqa_scores(list(predictions), [it.answer for it in items], [it.answer_type for it in items],
-                      [it.question_type for it in items])
+    return vqa_scores(list(predictions), [it.answer for it in items],
+                      [it.answer_type for it in items], [it.question_type for it in items])
 
 
 def baseline_scores(train: Sequence[VQAItem], test: Sequence[VQAItem]) -> dict[str, dict]:
@@ -53,20 +53,22 @@ def _pct(value: float | None) -> str:
 def scores_table(scores: dict[str, dict]) -> str:
     """A markdown table, one row per named `vqa_scores` dict: closed (paper metric, strict), open
     (recall as the paper, F1), counts (and the rows the paper's scorer skips)."""
-    lines = ["| | closed (paper metric) | closed (strict, ours) | open recall (paper metric) | open F1 (ours) "
-             "| closed / open questions (skipped) |",
+    lines = ["| | closed (paper metric) | closed (strict, ours) | open recall (paper metric) "
+             "| open F1 (ours) | closed / open questions (skipped) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in scores.items():
         skipped = f" ({s['n_skipped']})" if s.get("n_skipped") else ""
-        lines.append(f"| {name} | {_pct(s['closed_accuracy'])} | {_pct(s['closed_accuracy_strict'])} | "
-                     f"{_pct(s['open_recall'])} | {_pct(s['open_f1'])} | {s['n_closed']} / {s['n_open']}{skipped} |")
+        lines.append(f"| {name} | {_pct(s['closed_accuracy'])} "
+                     f"| {_pct(s['closed_accuracy_strict'])} | {_pct(s['open_recall'])} | {_pct(s['open_f1'])} "
+                     f"| {s['n_closed']} / {s['n_open']}{skipped} |")
     return "\n".join(lines)
 
 
 def paper_table(rows: Sequence[dict]) -> str:
     """`paper.vqa_table` rows as a markdown table (percent): the paper metric, our strict closed
     accuracy beside it (the paper gives none)."""
-    lines = ["| method | open recall (paper metric) | closed (paper metric) | closed (strict, ours) |",
+    lines = ["| method | open recall (paper metric) | closed (paper metric) "
+             "| closed (strict, ours) |",
              "| --- | ---: | ---: | ---: |"]
     for r in rows:
         cells = ["" if r[k] is None else f"{r[k]:.2f}" for k in ("open", "closed", "closed_strict")]
@@ -74,7 +76,8 @@ def paper_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None, min_questions: int = 1):
+def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
+                          min_questions: int = 1):
     """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars,
     strict as black ticks) on the left, open recall on the right. Types with fewer than
     `min_questions` questions are left out."""
@@ -94,10 +97,11 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
             ax.bar(x + k * width, values, width, label=name)
             if kind == "closed":  # strict accuracy as a black tick on each bar
                 strict = [by_type.get(t, {}).get("closed_accuracy_strict") or 0.0 for t in types]
-                ax.scatter(x + k * width, strict, marker="_", color="black", s=12 * 72 * width, zorder=3)
+                ax.scatter(x + k * width, strict, marker="_", color="black", s=12 * 72 * width,
+                           zorder=3)
         ax.set_xticks(x + width * (len(names) - 1) / 2)
-        ax.set_xticklabels([f"{t or '(none)'}\n{first[t][n_key]}" for t in types], rotation=45, ha="right",
-                           fontsize=8)
+        ax.set_xticklabels([f"{t or '(none)'}\n{first[t][n_key]}" for t in types], rotation=45,
+                           ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{kind} questions per type (n below): "
                      + ("accuracy\n(bars: paper metric, black ticks: strict)" if kind == "closed"
@@ -107,7 +111,8 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
     return fig
 
 
-def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int = 8, seed: int = 0) -> list[int]:
+def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int = 8,
+                  seed: int = 0) -> list[int]:
     """Indices of n questions for a gallery: half closed, half open where
     possible, on distinct images."""
     rng = np.random.default_rng(seed)
@@ -126,13 +131,14 @@ def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int =
 
 def _mark(item: VQAItem, prediction: str) -> str:
     if item.answer_type == "CLOSED":
-        lenient, strict = closed_hit(prediction, item.answer), closed_hit_strict(prediction, item.answer)
+        lenient = closed_hit(prediction, item.answer)
+        strict = closed_hit_strict(prediction, item.answer)
         return "right" if strict else ("right only by the paper metric" if lenient else "wrong")
     return f"recall {open_recall(prediction, item.answer):.2f}"
 
 
-def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: Sequence[int] | None = None,
-                 columns: int = 4, seed: int = 0):
+def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str],
+                 indices: Sequence[int] | None = None, columns: int = 4, seed: int = 0):
     """Image, question, answer and prediction for a few questions (default: `pick_examples`)."""
     indices = pick_examples(items, predictions, 8, seed) if indices is None else list(indices)
     if not indices:
@@ -148,23 +154,26 @@ def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.imshow(ImageOps.pad(load_image(item.image), (256, 256), color=(0, 0, 0)))
-        ax.set_title(f"{item.answer_type.lower()} · {item.question_type or '-'}\nQ: {wrap(item.question)}",
-                     fontsize=8, loc="left")
-        ax.set_xlabel(f"answer: {wrap(item.answer)}\nmodel: {wrap(pred or '(empty)')}\n[{_mark(item, pred)}]",
-                      fontsize=8, loc="left")
+        ax.set_title(f"{item.answer_type.lower()} · {item.question_type or '-'}\n"
+                     f"Q: {wrap(item.question)}", fontsize=8, loc="left")
+        ax.set_xlabel(f"answer: {wrap(item.answer)}\nmodel: {wrap(pred or '(empty)')}\n"
+                      f"[{_mark(item, pred)}]", fontsize=8, loc="left")
     fig.tight_layout()
     return fig
 
 
-def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str], limit: int = 10) -> list[dict]:
+def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str],
+                      limit: int = 10) -> list[dict]:
     """Closed questions that the paper's substring metric counts as right
     and our strict one does not."""
-    idx = forgiven_by_lenient(list(predictions), [it.answer for it in items], [it.answer_type for it in items])
-    return [{"question_id": items[i].question_id, "question": items[i].question, "answer": items[i].answer,
-             "prediction": predictions[i]} for i in idx[:limit]]
+    idx = forgiven_by_lenient(list(predictions), [it.answer for it in items],
+                              [it.answer_type for it in items])
+    return [{"question_id": items[i].question_id, "question": items[i].question,
+             "answer": items[i].answer, "prediction": predictions[i]} for i in idx[:limit]]
 
 
-def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "answer", "prediction")) -> str:
+def examples_table(rows: Sequence[dict],
+                   columns: Sequence[str] = ("question", "answer", "prediction")) -> str:
     """Rows of dicts as a markdown table (`|` and newlines escaped)."""
     clean = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
@@ -172,7 +181,8 @@ def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "
     return "\n".join(lines)
 
 
-def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = "training loss", ax=None):
+def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = "training loss",
+              ax=None):
     """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one
     axis. The loss axis is logarithmic: late in training 0.012 against 0.044 is the difference that
     matters, and a linear axis flattens it to the floor."""
