@@ -59,7 +59,8 @@ def scores_table(scores: dict[str, dict]) -> str:
     for name, s in scores.items():
         skipped = f" ({s['n_skipped']})" if s.get("n_skipped") else ""
         lines.append(f"| {name} | {_pct(s['closed_accuracy'])} "
-                     f"| {_pct(s['closed_accuracy_strict'])} | {_pct(s['open_recall'])} | {_pct(s['open_f1'])} "
+                     f"| {_pct(s['closed_accuracy_strict'])} | {_pct(s['open_recall'])} "
+                     f"| {_pct(s['open_f1'])} "
                      f"| {s['n_closed']} / {s['n_open']}{skipped} |")
     return "\n".join(lines)
 
