@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .config import DATA_SOURCES, Config
 from .data.alignment import alignment_records
-from .data.formats import (IMAGE_TOKEN, conversations_of, load_records, read_caption_file, record_domain,
-                           write_records)
+from .data.formats import (IMAGE_TOKEN, conversations_of, load_records, read_caption_file,
+                           record_domain, write_records)
 from .data.release import domain_of, prepare_release_records
 from .eval.vqa import BENCHMARKS, load_benchmark, with_small_images, write_llava_vqa
 from .runs import MissingInput, Records, RunDir
@@ -33,8 +33,9 @@ def check_source(source: str) -> str:
 
 def ensure_world(cfg: Config, run_dir: str | Path, progress: bool = False) -> dict[str, Path]:
     """The tiny world in run_dir/data with the config's sizes (a complete one is kept)."""
-    return build_tiny_world(RunDir(run_dir).world, cfg.data.n_train_figures, cfg.data.n_heldout_figures,
-                            cfg.data.image_size, cfg.seed, progress=progress)
+    return build_tiny_world(RunDir(run_dir).world, cfg.data.n_train_figures,
+                            cfg.data.n_heldout_figures, cfg.data.image_size, cfg.seed,
+                            progress=progress)
 
 
 def ensure_alignment(cfg: Config, run_dir: str | Path) -> Records:
@@ -44,7 +45,8 @@ def ensure_alignment(cfg: Config, run_dir: str | Path) -> Records:
     records = RunDir(run_dir).world_records("alignment_train.json")
     if not records.path.exists():
         captions = read_caption_file(world["captions_train"])
-        write_records(records.path, alignment_records(captions, records.image_folder, seed=cfg.seed))
+        write_records(records.path,
+                      alignment_records(captions, records.image_folder, seed=cfg.seed))
     return records
 
 
@@ -64,16 +66,17 @@ def curated_captions(run_dir: str | Path) -> Path:
     """Notebook 02's caption file, the input of 03 on the curated chain."""
     path = RunDir(run_dir).curated()["captions"]
     if not path.is_file():
-        raise MissingInput(f"{path} is missing: it is made by notebook 02 (or `llavamed-lite curate --run-dir "
-                           f"{run_dir} --input PACKAGES`); or give notebook 03 a caption file with its `captions` "
-                           "parameter")
+        raise MissingInput(f"{path} is missing: it is made by notebook 02 (or `llavamed-lite curate "
+                           f"--run-dir {run_dir} --input PACKAGES`); or give notebook 03 a caption "
+                           "file with its `captions` parameter")
     return path
 
 
 def curated_instruct(run_dir: str | Path) -> Records:
     return RunDir(run_dir).instruct("curated").require(
         "notebook 03 with data_source='curated' (or `llavamed-lite synthesize --captions "
-        f"{RunDir(run_dir).curated()['captions']} --out {RunDir(run_dir).instruct('curated').path}`)")
+        f"{RunDir(run_dir).curated()['captions']} "
+        f"--out {RunDir(run_dir).instruct('curated').path}`)")
 
 
 def curated_alignment(run_dir: str | Path) -> Records:
@@ -95,9 +98,10 @@ def ensure_vqa(cfg: Config, run_dir: str | Path, benchmark: str | None = None) -
         try:
             items = load_benchmark(benchmark, "train", cfg.data.benchmark_data)
         except FileNotFoundError as e:
-            raise MissingInput(f"{benchmark} training split: {e}; set data.benchmark_data to its folder") from None
-        write_llava_vqa(out.path, with_small_images(items, out.image_folder, 4 * cfg.data.image_size),
-                        image_folder=out.image_folder)
+            raise MissingInput(f"{benchmark} training split: {e}; set data.benchmark_data to its "
+                               "folder") from None
+        small = with_small_images(items, out.image_folder, 4 * cfg.data.image_size)
+        write_llava_vqa(out.path, small, image_folder=out.image_folder)
     return out
 
 
@@ -108,16 +112,16 @@ def stage_inputs(cfg: Config, stage: str, run_dir: str | Path, benchmark: str | 
     stage, source = str(stage), check_source(cfg.data.source)
     if stage == "vqa":
         if (benchmark or cfg.data.benchmark) == "tiny" and source != "tiny":
-            raise ValueError(f"VQA fine-tuning at data.source={source!r} trains on a benchmark's training split: set "
-                             "data.benchmark (vqa-rad, slake or pathvqa); the tiny world's questions go with the "
-                             "tiny source only")
+            raise ValueError(f"VQA fine-tuning at data.source={source!r} trains on a benchmark's "
+                             "training split: set data.benchmark (vqa-rad, slake or pathvqa); the "
+                             "tiny world's questions go with the tiny source only")
         return ensure_vqa(cfg, run_dir, benchmark)
     if source == "tiny":
         return ensure_alignment(cfg, run_dir) if stage == "1" else ensure_instruct(cfg, run_dir)
     if source == "curated":
         return curated_alignment(run_dir) if stage == "1" else curated_instruct(run_dir)
-    return prepare_release_records(RunDir(run_dir), stage, cfg.data.release, cfg.data.instruct_variant,
-                                   cfg.data.max_pairs, cfg.seed, progress)
+    return prepare_release_records(RunDir(run_dir), stage, cfg.data.release,
+                                   cfg.data.instruct_variant, cfg.data.max_pairs, cfg.seed, progress)
 
 
 def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 300) -> list[dict]:
@@ -126,14 +130,16 @@ def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int =
     check, not a held-out score)."""
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
-        return [{"image": str(world["root"] / r["image"]), "domain": record_domain(r), "caption": r["fig_caption"]}
+        return [{"image": str(world["root"] / r["image"]), "domain": record_domain(r),
+                 "caption": r["fig_caption"]}
                 for r in read_caption_file(world["captions_heldout"])[:n]]
     rows = load_records(records.path)[-n:]
     return [{"image": str(records.image_folder / r["image"]), "domain": domain_of(r),
              "caption": r.get("conversations", r.get("conversatons"))[1]["value"]} for r in rows]
 
 
-def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3, turns: int = 3) -> list[dict]:
+def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3,
+                 turns: int = 3) -> list[dict]:
     """Figures to chat about before and after stage 2, each {id, image, questions, answers}:
     the tiny world's held-out questions at source tiny; otherwise the first n stage-2
     conversations' own questions."""
@@ -149,5 +155,7 @@ def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3,
                    [conversations_of(r)[k:k + 2] for k in range(0, 2 * turns, 2)])
                   for r in load_records(records.path)[:n]]
     return [{"id": gid, "image": str(image),
-             "questions": [c[0]["value"].replace(IMAGE_TOKEN, "").strip() for c in convs if len(c) == 2],
-             "answers": [c[1]["value"] for c in convs if len(c) == 2]} for gid, image, convs in groups]
+             "questions": [c[0]["value"].replace(IMAGE_TOKEN, "").strip()
+                           for c in convs if len(c) == 2],
+             "answers": [c[1]["value"] for c in convs if len(c) == 2]}
+            for gid, image, convs in groups]
