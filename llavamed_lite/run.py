@@ -37,11 +37,13 @@ def pipeline_notebooks(folder: str | Path = NOTEBOOKS, only: list[str] | None = 
     if only:
         found = [p for p in found if any(p.name.startswith(o) for o in only)]
     if not found:
-        raise FileNotFoundError(f"no notebooks to run in {folder}" + (f" matching {only}" if only else ""))
+        raise FileNotFoundError(f"no notebooks to run in {folder}"
+                                + (f" matching {only}" if only else ""))
     return found
 
 
-def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, progress: bool = True) -> float:
+def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path,
+                     progress: bool = True) -> float:
     """Run one notebook with papermill; return its wall time. Raises NotebookFailed
     naming the cell and the error."""
     # a second or more to import (nbclient, jupyter): not at `--help` or on a usage error
@@ -50,12 +52,13 @@ def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path, prog
 
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(cwd), kernel_name="python3",
-                                   progress_bar=progress, log_output=False)
+        papermill.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(cwd),
+                                   kernel_name="python3", progress_bar=progress, log_output=False)
     except PapermillExecutionError as e:
         first_line = next((line for line in (e.source or "").splitlines() if line.strip()), "")
-        raise NotebookFailed(f"{path.name} failed in cell [{e.exec_count}] `{first_line[:80]}`: {e.ename}: {e.evalue}"
-                             f"\nexecuted notebook with the traceback: {output}") from None
+        raise NotebookFailed(f"{path.name} failed in cell [{e.exec_count}] `{first_line[:80]}`: "
+                             f"{e.ename}: {e.evalue}\n"
+                             f"executed notebook with the traceback: {output}") from None
     return time.perf_counter() - start
 
 
@@ -71,7 +74,8 @@ def absolute_paths(setting: str) -> str:
 def settle(text: str) -> str:
     """What a terminal shows of text with carriage returns: each line keeps what was
     written after its last one."""
-    return "\n".join(next((s for s in reversed(line.split("\r")) if s), "") for line in text.split("\n"))
+    return "\n".join(next((s for s in reversed(line.split("\r")) if s), "")
+                     for line in text.split("\n"))
 
 
 def tidy_streams(path: Path) -> None:
@@ -81,8 +85,9 @@ def tidy_streams(path: Path) -> None:
     for cell in nb["cells"]:
         merged = []
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
-                    and merged[-1]["name"] == out["name"]:
+            if (out.get("output_type") == "stream" and merged
+                    and merged[-1].get("output_type") == "stream"
+                    and merged[-1]["name"] == out["name"]):
                 merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
             else:
                 merged.append(out)
@@ -94,9 +99,10 @@ def tidy_streams(path: Path) -> None:
     atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: list[str] | None = None,
-                 in_place: bool = False, seed: int | None = None, notebooks_dir: str | Path = NOTEBOOKS,
-                 progress: bool = True, settings: list[str] | None = None, quick: bool = False) -> dict:
+def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo",
+                 only: list[str] | None = None, in_place: bool = False, seed: int | None = None,
+                 notebooks_dir: str | Path = NOTEBOOKS, progress: bool = True,
+                 settings: list[str] | None = None, quick: bool = False) -> dict:
     """Execute the notebooks in order and return the summary (also written to run_dir/summary.json).
 
     in_place re-executes the committed notebooks with their own default parameters (the tiny
@@ -110,7 +116,8 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: l
     run = RunDir(Path(run_dir).resolve())
     notebooks = pipeline_notebooks(notebooks_dir, only)
     out_dir = run.notebooks
-    parameters = {} if in_place else {"scale": scale, "run_dir": str(run.root), "settings": settings}
+    parameters = ({} if in_place
+                  else {"scale": scale, "run_dir": str(run.root), "settings": settings})
     if seed is not None and not in_place:
         parameters["seed"] = seed
     summary = {"scale": scale, "notebooks": [], "metrics": {}}
@@ -121,7 +128,8 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo", only: l
         summary["notebooks"].append(entry)
         start = time.perf_counter()
         try:
-            entry["seconds"] = round(execute_notebook(path, output, parameters, path.parent, progress), 2)
+            seconds = execute_notebook(path, output, parameters, path.parent, progress)
+            entry["seconds"] = round(seconds, 2)
             tidy_streams(output)
             entry["ok"] = True
         except NotebookFailed:
@@ -152,21 +160,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="runs/demo",
                         help="where artifacts, executed notebooks and summary.json go")
     parser.add_argument("--seed", type=count(0), default=None)
-    parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 00 04")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="notebook name prefixes to run, e.g. 00 04")
     parser.add_argument("--in-place", action="store_true",
-                        help="re-execute the committed notebooks in place with their defaults (make notebooks)")
+                        help="re-execute the committed notebooks in place with their defaults "
+                             "(make notebooks)")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field in every notebook, e.g. --set model.lm=DIR (repeatable)")
+                        help="override a config field in every notebook, e.g. --set model.lm=DIR "
+                             "(repeatable)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke-test sizes at any scale: few steps; at lora/full small batches and offline inputs")
+                        help="smoke-test sizes at any scale: few steps; at lora/full small batches "
+                             "and offline inputs")
 
 
 def main(args: argparse.Namespace) -> int:
     summary = None
     try:
         summary = run_pipeline(args.scale, args.run_dir, args.only, args.in_place, args.seed,
-                               progress=not args.no_progress, settings=args.settings, quick=args.quick)
+                               progress=not args.no_progress, settings=args.settings,
+                               quick=args.quick)
     except NotebookFailed as e:
         print(f"\nFAILED: {e}", file=sys.stderr)
         return 1
