@@ -19,10 +19,14 @@ from ..runs import RunDir
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="folder for clip/, lm/, curves and metrics")
-    parser.add_argument("--run-dir", default="runs/tiny", help="the tiny world is built (or reused) in RUN_DIR/data")
-    parser.add_argument("--world", default=None, help="tiny-world folder to use instead of RUN_DIR/data")
-    parser.add_argument("--clip-steps", type=count(1), default=None, help="CLIP training steps (default 1500)")
-    parser.add_argument("--lm-steps", type=count(1), default=None, help="LM training steps (default 3000)")
+    parser.add_argument("--run-dir", default="runs/tiny",
+                        help="the tiny world is built (or reused) in RUN_DIR/data")
+    parser.add_argument("--world", default=None,
+                        help="tiny-world folder to use instead of RUN_DIR/data")
+    parser.add_argument("--clip-steps", type=count(1), default=None,
+                        help="CLIP training steps (default 1500)")
+    parser.add_argument("--lm-steps", type=count(1), default=None,
+                        help="LM training steps (default 3000)")
     parser.add_argument("--vocab-size", type=count(16), default=512)
     parser.add_argument("--threads", type=count(1), default=None,
                         help="torch CPU threads (1 is faster when other processes share the cores)")
@@ -43,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     world = build_tiny_world(args.world or RunDir(args.run_dir).world, cfg.data.n_train_figures,
-                             cfg.data.n_heldout_figures, cfg.data.image_size, cfg.seed, progress=True)
+                             cfg.data.n_heldout_figures, cfg.data.image_size, cfg.seed,
+                             progress=True)
     clip = ClipSettings(image_size=cfg.data.image_size)
     lm = LMSettings()
     if args.clip_steps is not None:
