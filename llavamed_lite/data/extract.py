@@ -29,7 +29,8 @@ def curation_member(name: str) -> bool:
     return name.lower().endswith(ARTICLE_SUFFIXES + IMAGE_SUFFIXES)
 
 
-def check_member(member: tarfile.TarInfo, package: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
+def check_member(member: tarfile.TarInfo, package: str,
+                 max_member_bytes: int = MAX_MEMBER_BYTES) -> None:
     """Raise ArchiveError if extracting this member could escape the target or is absurd."""
     name = member.name
 
@@ -45,7 +46,10 @@ def check_member(member: tarfile.TarInfo, package: str, max_member_bytes: int = 
         bad("device or FIFO")
     if member.issym() or member.islnk():
         # a hard link names a member from the archive root; a symlink is relative to its own folder
-        resolved = PurePosixPath(member.linkname) if member.islnk() else path.parent / member.linkname
+        if member.islnk():
+            resolved = PurePosixPath(member.linkname)
+        else:
+            resolved = path.parent / member.linkname
         if member.linkname.startswith("/") or _escapes(resolved):
             bad(f"link pointing outside the package ({member.linkname!r})")
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
@@ -68,7 +72,8 @@ def _escapes(path: PurePosixPath) -> bool:
     return _normalise(path).parts[:1] == ("..",)
 
 
-def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], bool] = curation_member,
+def safe_extract(archive: str | Path, dest: str | Path,
+                 wanted: Callable[[str], bool] = curation_member,
                  max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES,
                  max_members: int = MAX_MEMBERS) -> list[Path]:
     """Check every member of `archive`, then extract the wanted regular files into `dest`.
@@ -87,8 +92,8 @@ def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], 
                 if len(members) > max_members:
                     raise ArchiveError(f"{package}: more than {max_members} members")
                 if total > max_total_bytes:
-                    raise ArchiveError(f"{package}: member {member.name!r}: the package unpacks to more than "
-                                       f"{max_total_bytes} bytes")
+                    raise ArchiveError(f"{package}: member {member.name!r}: the package unpacks "
+                                       f"to more than {max_total_bytes} bytes")
             dest.mkdir(parents=True, exist_ok=True)
             out = []
             for member in members:
@@ -100,8 +105,8 @@ def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], 
                 with open(target, "wb") as f:
                     shutil.copyfileobj(src, f, 1 << 20)
                 if target.stat().st_size != member.size:
-                    raise ArchiveError(f"{package}: member {member.name!r}: truncated ({target.stat().st_size} of "
-                                       f"{member.size} bytes)")
+                    raise ArchiveError(f"{package}: member {member.name!r}: truncated "
+                                       f"({target.stat().st_size} of {member.size} bytes)")
                 out.append(target)
             return out
     except ArchiveError:
@@ -111,7 +116,8 @@ def safe_extract(archive: str | Path, dest: str | Path, wanted: Callable[[str], 
         shutil.rmtree(dest, ignore_errors=True)
         if isinstance(e, FileNotFoundError) and not archive.exists():
             raise ArchiveError(f"{package}: no such archive ({archive})") from None
-        raise ArchiveError(f"{package}: truncated or corrupt archive ({type(e).__name__}: {e})") from None
+        raise ArchiveError(f"{package}: truncated or corrupt archive "
+                           f"({type(e).__name__}: {e})") from None
 
 
 def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], out_dir: str | Path,
@@ -127,13 +133,15 @@ def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], ou
                for pair_id in wanted.values()}
     for pair_id in wanted.values():
         if (out_dir / f"{pair_id}.jpg").exists():
-            results[pair_id] = {"pair_id": pair_id, "status": "skipped", "reason": "already extracted"}
+            results[pair_id] = {"pair_id": pair_id, "status": "skipped",
+                                "reason": "already extracted"}
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
                 check_member(member, archive.name, max_member_bytes)
                 pair_id = wanted.get(member.name)
-                if pair_id is None or not member.isfile() or results[pair_id]["status"] == "skipped":
+                if (pair_id is None or not member.isfile()
+                        or results[pair_id]["status"] == "skipped"):
                     continue
                 target = out_dir / f"{pair_id}.jpg"
                 tmp = target.with_name(f".{target.name}.tmp")
@@ -144,9 +152,11 @@ def extract_listed_images(archive: str | Path, images: list[tuple[str, str]], ou
                     results[pair_id] = {"pair_id": pair_id, "status": "done", "reason": "extracted"}
                 except (OSError, ValueError, Image.DecompressionBombError) as e:
                     tmp.unlink(missing_ok=True)
-                    results[pair_id] = {"pair_id": pair_id, "status": "failed", "reason": f"unreadable image ({e})"}
+                    results[pair_id] = {"pair_id": pair_id, "status": "failed",
+                                        "reason": f"unreadable image ({e})"}
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise ArchiveError(f"{archive.name}: truncated or corrupt archive ({type(e).__name__}: {e})") from None
+        raise ArchiveError(f"{archive.name}: truncated or corrupt archive "
+                           f"({type(e).__name__}: {e})") from None
     return list(results.values())
 
 
@@ -167,11 +177,13 @@ def find_graphic(href: str | None, folder: Path) -> Path | None:
     if not href or href.startswith(("http:", "https:", "/")) or ".." in href:
         return None
     stem = PurePosixPath(href).name
-    base = PurePosixPath(stem).stem if PurePosixPath(stem).suffix.lower() in IMAGE_SUFFIXES else stem
+    is_image = PurePosixPath(stem).suffix.lower() in IMAGE_SUFFIXES
+    base = PurePosixPath(stem).stem if is_image else stem
     exact = folder / stem
     preferred = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp"]
     candidates = [exact] if exact.suffix.lower() in (".jpg", ".jpeg", ".png") else []
-    candidates += [folder / (base + s) for s in preferred] + [folder / (base + s.upper()) for s in preferred]
+    candidates += ([folder / (base + s) for s in preferred]
+                   + [folder / (base + s.upper()) for s in preferred])
     if exact not in candidates:
         candidates.append(exact)
     for c in candidates:
