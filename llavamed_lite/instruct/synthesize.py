@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 BACKENDS = ("offline", "openai")
 
 
-def make_backend(backend: str, model: str | None = None, base_url: str | None = None, seed: int = 0, **openai_kwargs):
+def make_backend(backend: str, model: str | None = None, base_url: str | None = None, seed: int = 0,
+                 **openai_kwargs):
     """`offline` (the tiny world's findings -> conversations, no network) or
     `openai` (any compatible server)."""
     if backend == "offline":
@@ -54,11 +55,13 @@ class SynthesisResult:
     @property
     def stats(self) -> dict:
         n_turns = [len(r["conversations"]) for r in self.records]
-        return {"records": len(self.records), "rejected": dict(self.rejected), "dropped_exchanges": dict(self.dropped),
+        estimate = self.estimate
+        return {"records": len(self.records), "rejected": dict(self.rejected),
+                "dropped_exchanges": dict(self.dropped),
                 "stripped_lead_ins": self.stripped_lead_ins,
                 "mean_turns": round(sum(n_turns) / len(n_turns), 3) if n_turns else 0.0,
-                "estimate": {"requests": self.estimate.n_requests, "input_tokens": self.estimate.input_tokens,
-                             "output_tokens": self.estimate.output_tokens, "usd": self.estimate.usd},
+                "estimate": {"requests": estimate.n_requests, "input_tokens": estimate.input_tokens,
+                             "output_tokens": estimate.output_tokens, "usd": estimate.usd},
                 "run": self.run}
 
 
@@ -69,30 +72,37 @@ def build_requests(captions: list[dict], backend, with_mentions: bool = False) -
         validate_caption_record(record, f"caption record {i}")
         pair_id = str(record["pair_id"])
         if pair_id in seen:
-            raise RecordError(f"caption record {i}: pair_id {pair_id!r} repeats record {seen[pair_id]}")
+            raise RecordError(f"caption record {i}: pair_id {pair_id!r} repeats record "
+                              f"{seen[pair_id]}")
         seen[pair_id] = i
         messages = build_messages(record, with_mentions=with_mentions)
         extra = record if getattr(backend, "reads_record", False) else None
-        requests.append(Request(pair_id, record, messages, request_key(backend.model, messages, backend.params, extra)))
+        key = request_key(backend.model, messages, backend.params, extra)
+        requests.append(Request(pair_id, record, messages, key))
     return requests
 
 
-async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with_mentions: bool = False,
+async def synthesize_async(captions: list[dict], backend, *, seed: int = 0,
+                           with_mentions: bool = False,
                            cache: str | Path | ResponseCache | None = None, concurrency: int = 8,
-                           requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
+                           requests_per_minute: float | None = None,
+                           tokens_per_minute: float | None = None,
                            max_cost: float | None = None, prices: dict | None = None,
-                           retry: RetryPolicy | None = None, progress: bool = True) -> SynthesisResult:
+                           retry: RetryPolicy | None = None,
+                           progress: bool = True) -> SynthesisResult:
     """Estimate the cost (refuse above max_cost), send what the cache lacks,
     post-process every answer. `cache`: a JSONL path (answers survive the process), a
     ResponseCache, or None (in memory)."""
     requests = build_requests(captions, backend, with_mentions)
     cache = cache if isinstance(cache, ResponseCache) else ResponseCache(cache)
     pending = list({r.key: r for r in requests if r.key not in cache}.values())
-    estimate = estimate_cost(backend.model, [r.messages for r in pending], int(backend.params.get("max_tokens", 0)),
-                             prices)
-    log.info("cost estimate: %s (%d answers already cached)", estimate, len(requests) - len(pending))
+    max_tokens = int(backend.params.get("max_tokens", 0))
+    estimate = estimate_cost(backend.model, [r.messages for r in pending], max_tokens, prices)
+    log.info("cost estimate: %s (%d answers already cached)", estimate,
+             len(requests) - len(pending))
     check_budget(estimate, max_cost)
-    limiter = RateLimiter(requests_per_minute, tokens_per_minute) if requests_per_minute or tokens_per_minute else None
+    limiter = (RateLimiter(requests_per_minute, tokens_per_minute)
+               if requests_per_minute or tokens_per_minute else None)
     try:
         stats = await run_requests(requests, backend, cache, concurrency, limiter, retry, max_cost,
                                    price_for(backend.model, prices), progress)
@@ -105,7 +115,8 @@ async def synthesize_async(captions: list[dict], backend, *, seed: int = 0, with
         if entry is None:  # the request failed: its reason (http_400, timeout, ...)
             result.rejected[stats.failed_keys.get(r.key, "request_failed")] += 1
             continue
-        cleaned = clean_response(entry["response"], truncated=entry.get("finish_reason") == "length")
+        cleaned = clean_response(entry["response"],
+                                 truncated=entry.get("finish_reason") == "length")
         result.dropped.update(cleaned.dropped)
         result.stripped_lead_ins += cleaned.stripped_lead_ins
         if cleaned.reject:
@@ -151,13 +162,15 @@ def replace_instruct(out: str | Path, result: SynthesisResult, source: dict | No
     return True
 
 
-def synthesize_offline(captions: str | Path, out: str | Path, seed: int = 0, progress: bool = False) -> Path:
+def synthesize_offline(captions: str | Path, out: str | Path, seed: int = 0,
+                       progress: bool = False) -> Path:
     """Offline conversations for a caption file, written to `out` (the tiny world's stage-2
     data). Idempotent: a file made from the same captions with the same seed and offline
     version is kept, and so is one written by another backend (notebook 03 with
     `backend="openai"`): it was made on purpose."""
     captions, out = Path(captions), Path(out)
-    source = {"captions": captions.name, "captions_sha256": hashlib.sha256(captions.read_bytes()).hexdigest(),
+    source = {"captions": captions.name,
+              "captions_sha256": hashlib.sha256(captions.read_bytes()).hexdigest(),
               "backend": "offline", "offline_version": OFFLINE_VERSION, "seed": seed}
     if out.exists() and stats_path(out).exists():
         try:
@@ -166,5 +179,6 @@ def synthesize_offline(captions: str | Path, out: str | Path, seed: int = 0, pro
                 return out
         except ValueError:
             pass  # an unreadable stats file: rebuild
-    result = synthesize(read_caption_file(captions), make_backend("offline", seed=seed), seed=seed, progress=progress)
+    result = synthesize(read_caption_file(captions), make_backend("offline", seed=seed), seed=seed,
+                        progress=progress)
     return write_instruct(out, result, source)
