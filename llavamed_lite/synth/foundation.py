@@ -67,11 +67,12 @@ def pretrain_tiny(out_dir: str | Path, world: dict, clip: towers.ClipSettings | 
     tokenizer.save_pretrained(out / "lm")
     atomic_write_json(out / "curves.json", {"clip_loss": clip_losses, "lm_loss": lm_losses})
     plot_curves(out / "curves.json", out / LOSS_PLOT)
-    metrics = {**evaluate_towers(out / "clip", out / "lm", world, seed), **{k: round(v, 1) for k, v in times.items()}}
+    metrics = {**evaluate_towers(out / "clip", out / "lm", world, seed),
+               **{k: round(v, 1) for k, v in times.items()}}
     atomic_write_json(out / "foundation.json", {
-        "clip": dataclasses.asdict(clip), "lm": dataclasses.asdict(lm), "vocab_size": vocab_size, "seed": seed,
-        "world": json.loads(Path(world["manifest"]).read_text()), "lm_training_documents": len(docs),
-        "lm_training_tokens": int(blocks.numel()), **times})
+        "clip": dataclasses.asdict(clip), "lm": dataclasses.asdict(lm), "vocab_size": vocab_size,
+        "seed": seed, "world": json.loads(Path(world["manifest"]).read_text()),
+        "lm_training_documents": len(docs), "lm_training_tokens": int(blocks.numel()), **times})
     record_metrics(out, **metrics)
     return metrics
 
@@ -91,24 +92,25 @@ def evaluate_towers(clip_dir: str | Path, lm_dir: str | Path, world: dict, seed:
     train = read_caption_file(world["captions_train"])
     heldout = read_caption_file(world["captions_heldout"])
     if not heldout:
-        raise ValueError(f"{world['captions_heldout']}: the held-out split is empty; build the world with "
-                         "n_heldout > 0")
+        raise ValueError(f"{world['captions_heldout']}: the held-out split is empty; build the "
+                         "world with n_heldout > 0")
     pixels = towers.pixel_values([world["root"] / r["image"] for r in heldout], processor)
     findings = [r["findings"] for r in heldout]
     truth = np.array([DOMAINS.index(record_domain(r)) for r in heldout])
     texts = [caption_text(r) for r in heldout]
     max_len = clip_model.config.text_config.max_position_embeddings
     domain_hits = towers.zero_shot_domain(clip_model, tokenizer, pixels, max_len) == truth
-    return {
-        "clip_zero_shot_domain_accuracy": float(domain_hits.mean()),  # 0.2
-        "clip_finding_retrieval_accuracy": towers.finding_retrieval(clip_model, tokenizer, pixels, findings, seed,
-                                                                    max_len),  # 0.5
-        "clip_caption_retrieval_accuracy": towers.caption_retrieval(clip_model, tokenizer, pixels, texts, findings,
-                                                                    max_len),
+    return {  # chance levels: 0.2 for the domain, 0.5 for finding retrieval and closed QA
+        "clip_zero_shot_domain_accuracy": float(domain_hits.mean()),
+        "clip_finding_retrieval_accuracy": towers.finding_retrieval(clip_model, tokenizer, pixels,
+                                                                    findings, seed, max_len),
+        "clip_caption_retrieval_accuracy": towers.caption_retrieval(clip_model, tokenizer, pixels,
+                                                                    texts, findings, max_len),
         "lm_heldout_perplexity": towers.perplexity(lm_model, tokenizer, texts),
-        "lm_unigram_perplexity": towers.unigram_perplexity(tokenizer, lm_documents(train, seed), texts),
-        # 0.5
-        "lm_closed_qa_from_caption_accuracy": towers.closed_qa_from_caption(lm_model, tokenizer, heldout, seed),
+        "lm_unigram_perplexity": towers.unigram_perplexity(tokenizer, lm_documents(train, seed),
+                                                           texts),
+        "lm_closed_qa_from_caption_accuracy": towers.closed_qa_from_caption(lm_model, tokenizer,
+                                                                            heldout, seed),
     }
 
 
@@ -124,7 +126,8 @@ def plot_curves(curves_json: str | Path, png: str | Path | None = None):
 
     curves = json.loads(Path(curves_json).read_text())
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, key, title in zip(axes, ("clip_loss", "lm_loss"), ("CLIP contrastive loss", "LM next-token loss")):
+    for ax, key, title in zip(axes, ("clip_loss", "lm_loss"),
+                              ("CLIP contrastive loss", "LM next-token loss")):
         y = np.asarray(curves[key])
         k = max(1, len(y) // 25)
         ax.plot(y, alpha=0.3, color="C0")
