@@ -1,13 +1,15 @@
 """llavamed-lite: one command line for every stage of the LLaVA-Med reproduction.
 
-Each command lives in its own module, imported
-only when called (so `--help` is instant), which defines `add_arguments(parser)` and `main(args)`."""
+Each command lives in its own module, imported only when called (so `--help` is instant), which
+defines `add_arguments(parser)` and `main(args)`."""
 
 import argparse
 import importlib
 import math
 import os
 import sys
+
+from .config import SCALES, load_config
 
 COMMANDS = {
     "run": ("llavamed_lite.run", "execute the pipeline's notebooks in order (papermill) and summarise"),
@@ -30,7 +32,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def count(low: int = 0, high: int | None = None):
-    """An argparse type: an integer in [low, high], e.g. `--limit` (count(1)) or `--retries` (count(0))."""
+    """An argparse type: an integer in [low, high], e.g. `--limit`
+    (count(1)) or `--retries` (count(0))."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -44,7 +47,8 @@ def count(low: int = 0, high: int | None = None):
 
 
 def number(low: float = 0.0, strict: bool = True):
-    """An argparse type: a finite number > low (>= low when not `strict`), e.g. seconds, rates, sizes."""
+    """An argparse type: a finite number > low (>= low when not `strict`),
+    e.g. seconds, rates, sizes."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -58,8 +62,6 @@ def number(low: float = 0.0, strict: bool = True):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--scale, --seed and `key=value` overrides of llavamed_lite.config (e.g. stage2.lr=1e-4)."""
-    from .config import SCALES
-
     parser.add_argument("--scale", default="tiny", choices=SCALES, help="preset: tiny (CPU), lora (1 GPU), full")
     parser.add_argument("--seed", type=count(0), default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -76,8 +78,6 @@ def add_loading_arguments(parser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .config import load_config
-
     cfg = load_config(args.scale, list(args.overrides))
     if args.seed is not None:
         cfg.seed = args.seed
@@ -109,16 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.main(args) or 0)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, KeyError) as e:
-        # The safety net behind each command's own checks: bad input (a missing file, a bad value, an unknown
-        # config key; RecordError and ConversionError are ValueErrors) is one line, never a traceback.
+        # The safety net behind each command's own checks: bad input (a missing file, a
+        # bad value, an unknown config key; RecordError and ConversionError are
+        # ValueErrors) is one line, never a traceback.
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"llavamed-lite {argv[0]}: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    """The parsed arguments, or the exit code of --help (0) or of a usage error (2): main returns it, so callers in
-    the same process (tests, notebooks) get a code instead of SystemExit."""
+    """The parsed arguments, or the exit code of --help (0) or of a usage error (2): main returns
+    it, so callers in the same process (tests, notebooks) get a code instead of SystemExit."""
     try:
         return parser.parse_args(argv)
     except SystemExit as e:

@@ -302,7 +302,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return text
             return json.loads(text)
         except ValueError:
-            raise ValueError(f"config key {key!r}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
+            expected = getattr(base, '__name__', base)
+            raise ValueError(f"config key {key!r}: cannot read {value!r} as {expected}") from None
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if base in (int, float, bool, str) and not isinstance(value, base):

@@ -1,4 +1,5 @@
-"""Small file helpers every stage uses: atomic writes, JSON reading with errors that name the file, append-only JSONL."""
+"""Small file helpers every stage uses: atomic writes, JSON reading with errors that name the file,
+append-only JSONL."""
 
 import json
 import os

@@ -12,6 +12,7 @@ from llavamed_lite.cli import main as cli_main
 from llavamed_lite.config import load_config
 from llavamed_lite.data import curate
 from llavamed_lite.data.curate import image_classifier_for
+from llavamed_lite.eval import evaluate
 from llavamed_lite.eval.generate import answer_questions
 from llavamed_lite.eval.vqa import load_vqa_rad
 from llavamed_lite.model import compose
@@ -108,6 +109,7 @@ def loads(monkeypatch):
         calls.append(kwargs)
         return load(*args, **kwargs)
     monkeypatch.setattr(compose, "load_llava", spy)
+    monkeypatch.setattr(evaluate, "load_llava", spy)  # `evaluate` imports it at its top
     return calls
 
 

@@ -64,7 +64,8 @@ def validate_caption_record(record: Any, where: str = "<record>") -> dict:
     ):
         raise RecordError(f"{where}: field 'in_text_mention' must be a list of strings or of {{'tokens': str}}")
     domain = record["domain"]
-    if not isinstance(domain, dict) or set(domain) - set(DOMAINS) or not all(isinstance(v, bool) for v in domain.values()):
+    if (not isinstance(domain, dict) or set(domain) - set(DOMAINS)
+            or not all(isinstance(v, bool) for v in domain.values())):
         raise RecordError(f"{where}: field 'domain' must map some of {DOMAINS} to true/false")
     return record
 
@@ -112,14 +113,16 @@ def validate_conversation(convs: Any, where: str = "<record>", needs_image: bool
             raise RecordError(f"{where}: turn {t} must be an object with 'from' and 'value'")
         expected = "human" if t % 2 == 0 else "gpt"
         if turn["from"] != expected:
-            raise RecordError(f"{where}: turn {t} is from {turn['from']!r}, expected {expected!r} (roles alternate, human first)")
+            raise RecordError(f"{where}: turn {t} is from {turn['from']!r}, expected {expected!r} "
+                              "(roles alternate, human first)")
         if not isinstance(turn["value"], str):
             raise RecordError(f"{where}: turn {t} 'value' must be a string")
     if len(convs) % 2:
         raise RecordError(f"{where}: the conversation ends with a human turn that has no answer")
     n_images = sum(turn["value"].count(IMAGE_TOKEN) for turn in convs)
     if needs_image and (n_images != 1 or IMAGE_TOKEN not in convs[0]["value"]):
-        raise RecordError(f"{where}: expected exactly one {IMAGE_TOKEN} token, in the first human turn (found {n_images})")
+        raise RecordError(f"{where}: expected exactly one {IMAGE_TOKEN} token, in the first human turn "
+                          f"(found {n_images})")
     return convs
 
 
@@ -186,6 +189,7 @@ def read_training_records(path: str | Path, skip_bad: bool = False) -> tuple[lis
 
 
 # ---- answer files --------------------------------------------------------------------------------------------
-def answer_record(question_id: Any, prompt: str, text: str, answer_id: str, model_id: str, metadata: dict | None = None) -> dict:
+def answer_record(question_id: Any, prompt: str, text: str, answer_id: str, model_id: str,
+                  metadata: dict | None = None) -> dict:
     return {"question_id": question_id, "prompt": prompt, "text": text, "answer_id": answer_id,
             "model_id": model_id, "metadata": metadata or {}}

@@ -178,7 +178,8 @@ def parse_article(path_or_bytes: str | Path | bytes, source: str | None = None) 
         if not path.is_file():
             raise JATSError(f"{source}: no such file")
         if path.stat().st_size > MAX_XML_BYTES:
-            raise JATSError(f"{source}: {path.stat().st_size} bytes is too large for an article (limit {MAX_XML_BYTES})")
+            raise JATSError(f"{source}: {path.stat().st_size} bytes is too large for an article "
+                            f"(limit {MAX_XML_BYTES})")
         data = path.read_bytes()
     if len(data) > MAX_XML_BYTES:
         raise JATSError(f"{source}: {len(data)} bytes is too large for an article (limit {MAX_XML_BYTES})")
@@ -314,7 +315,8 @@ def _expand_ranges(text, refs, order, by_number):
         for a, b in re.findall(r"(?<![\w.])(\d+)[A-Za-z]?\s*[-\u2013\u2014]\s*(\d+)(?![\d.])", xtext):
             rids += [by_number[n] for n in range(int(a), int(b) + 1) if n in by_number]
         for n in re.findall(r"(?<![\w.])(\d+)(?![\d.])", xtext):
-            if int(n) in by_number and by_number[int(n)] not in rids and len(rids) > 0 and _lists_several_numbers(xtext):
+            if (int(n) in by_number and by_number[int(n)] not in rids and len(rids) > 0
+                    and _lists_several_numbers(xtext)):
                 rids.append(by_number[int(n)])
         if i > 0:
             prev_start, prev_end, prev_rids, _ = refs[i - 1]

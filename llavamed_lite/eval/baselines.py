@@ -1,5 +1,6 @@
-"""Answers that use no image, to put a model's VQA scores in context: always "yes", and the most frequent training
-answer for the question's type (a question-only prior). A model that does not beat them has not used the image."""
+"""Answers that use no image, to put a model's VQA scores in context: always "yes", and the most
+frequent training answer for the question's type (a question-only prior). A model that does not beat
+them has not used the image."""
 
 from collections import Counter, defaultdict
 from typing import Iterable
@@ -13,8 +14,9 @@ def always_yes(items: Iterable[VQAItem]) -> list[str]:
 
 
 def majority_answer(train: Iterable[VQAItem], items: Iterable[VQAItem]) -> list[str]:
-    """For each item, the training answer seen most often for its (question_type, answer_type); answers are counted
-    after normalisation, so "Yes" and "yes" are one answer. Unseen types fall back to the answer type's majority."""
+    """For each item, the training answer seen most often for its (question_type, answer_type);
+    answers are counted after normalisation, so "Yes" and "yes" are one answer. Unseen types fall
+    back to the answer type's majority."""
     by_type, by_kind, spelling = defaultdict(Counter), defaultdict(Counter), {}
     for it in train:
         key = " ".join(normalize(it.answer))

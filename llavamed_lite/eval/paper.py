@@ -1,8 +1,10 @@
-"""The published numbers our results are printed beside (LLaVA-Med, NeurIPS 2023, and LLaVA-Med++), in percent.
+"""The published numbers our results are printed beside (LLaVA-Med, NeurIPS
+2023, and LLaVA-Med++), in percent.
 
-VQA: (open, closed) = (recall on OPEN questions, substring accuracy on CLOSED questions), as LLaVA-Med's scorer
-computes them (`metrics.vqa_scores(mode="paper")`, the "paper metric"), each model fine-tuned per benchmark except
-the zero-shot row. Chat: the relative score of the GPT-4 judge (model / reference x 100).
+VQA: (open, closed) = (recall on OPEN questions, substring accuracy on CLOSED questions), as
+LLaVA-Med's scorer computes them (`metrics.vqa_scores(mode="paper")`, the "paper metric"), each
+model fine-tuned per benchmark except the zero-shot row. Chat: the relative score of the GPT-4
+judge (model / reference x 100).
 """
 
 VQA_BENCHMARKS = ("vqa-rad", "slake", "pathvqa")
@@ -24,9 +26,9 @@ PAPER_CHAT = {"LLaVA": 36.1, "LLaVA-Med stage 1 only": 23.3, "LLaVA-Med 10K": 39
 
 
 def vqa_table(benchmark: str, ours: dict[str, dict] | None = None) -> list[dict]:
-    """Rows {method, open, closed, closed_strict} for one benchmark: the paper's, then ours (name -> `vqa_scores`
-    dict in the paper's mode, in fractions; shown in percent, with our strict closed accuracy beside). Scores of
-    another mode are refused: they would not be the paper's metric."""
+    """Rows {method, open, closed, closed_strict} for one benchmark: the paper's, then ours (name ->
+    `vqa_scores` dict in the paper's mode, in fractions; shown in percent, with our strict closed
+    accuracy beside). Scores of another mode are refused: they would not be the paper's metric."""
     if benchmark not in VQA_BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(VQA_BENCHMARKS)}")
     for name, s in (ours or {}).items():

@@ -1,16 +1,18 @@
-"""What notebook 06 shows of an evaluation: scores beside baselines and the paper, bars per question type, a gallery
-of questions with their answers and predictions, and the closed answers that only the paper's metric counts.
+"""What notebook 06 shows of an evaluation: scores beside baselines and the paper, bars per
+question type, a gallery of questions with their answers and predictions, and the closed answers
+that only the paper's metric counts.
 
-Columns marked "paper metric" are LLaVA-Med's scoring (`metrics.vqa_scores(mode="paper")`), the ones comparable
-with the paper's table; "ours" marks our stricter figures beside them.
+Columns marked "paper metric" are LLaVA-Med's scoring (`metrics.vqa_scores(mode="paper")`), the ones
+comparable with the paper's table; "ours" marks our stricter figures beside them.
 
-Everything takes `VQAItem`s and the answer records `generate_answers` writes (matched by question_id), so it works
-the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
+Everything takes `VQAItem`s and the answer records `generate_answers` writes (matched by
+question_id), so it works the same for the tiny world, VQA-RAD, SLAKE or PathVQA.
 """
 
 import textwrap
 from typing import Iterable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 from PIL import ImageOps
 
@@ -21,7 +23,8 @@ from .vqa import VQAItem
 
 
 def predictions_for(items: Sequence[VQAItem], answers: Iterable[dict]) -> list[str]:
-    """The answer text for each item, in the items' order (answer records matched by question_id)."""
+    """The answer text for each item, in the items' order (answer
+    records matched by question_id)."""
     by_id = {str(a["question_id"]): a.get("text", "") for a in answers}
     missing = [it.question_id for it in items if str(it.question_id) not in by_id]
     if missing:
@@ -31,13 +34,14 @@ def predictions_for(items: Sequence[VQAItem], answers: Iterable[dict]) -> list[s
 
 def scores_of(items: Sequence[VQAItem], predictions: Sequence[str]) -> dict:
     """`vqa_scores` with the breakdown by question type."""
-    return vqa_scores(list(predictions), [it.answer for it in items], [it.answer_type for it in items],
-                      [it.question_type for it in items])
+    return vqa_scores(list(predictions), [it.answer for it in items],
+                      [it.answer_type for it in items], [it.question_type for it in items])
 
 
 def baseline_scores(train: Sequence[VQAItem], test: Sequence[VQAItem]) -> dict[str, dict]:
-    """Scores of the image-free answers on `test`: always "yes", and the most frequent training answer per question
-    type (learnt from `train`). A model has to beat these to show that it looks at the image."""
+    """Scores of the image-free answers on `test`: always "yes", and the most frequent
+    training answer per question type (learnt from `train`). A model has to beat these to show
+    that it looks at the image."""
     return {'always "yes"': scores_of(test, always_yes(test)),
             "majority per question type": scores_of(test, majority_answer(train, test))}
 
@@ -47,22 +51,25 @@ def _pct(value: float | None) -> str:
 
 
 def scores_table(scores: dict[str, dict]) -> str:
-    """A markdown table, one row per named `vqa_scores` dict: closed (paper metric, strict), open (recall as the
-    paper, F1), counts (and the rows the paper's scorer skips)."""
-    lines = ["| | closed (paper metric) | closed (strict, ours) | open recall (paper metric) | open F1 (ours) "
-             "| closed / open questions (skipped) |",
+    """A markdown table, one row per named `vqa_scores` dict: closed (paper metric, strict), open
+    (recall as the paper, F1), counts (and the rows the paper's scorer skips)."""
+    lines = ["| | closed (paper metric) | closed (strict, ours) | open recall (paper metric) "
+             "| open F1 (ours) | closed / open questions (skipped) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in scores.items():
         skipped = f" ({s['n_skipped']})" if s.get("n_skipped") else ""
-        lines.append(f"| {name} | {_pct(s['closed_accuracy'])} | {_pct(s['closed_accuracy_strict'])} | "
-                     f"{_pct(s['open_recall'])} | {_pct(s['open_f1'])} | {s['n_closed']} / {s['n_open']}{skipped} |")
+        lines.append(f"| {name} | {_pct(s['closed_accuracy'])} "
+                     f"| {_pct(s['closed_accuracy_strict'])} | {_pct(s['open_recall'])} "
+                     f"| {_pct(s['open_f1'])} "
+                     f"| {s['n_closed']} / {s['n_open']}{skipped} |")
     return "\n".join(lines)
 
 
 def paper_table(rows: Sequence[dict]) -> str:
-    """`paper.vqa_table` rows as a markdown table (percent): the paper metric, our strict closed accuracy beside it
-    (the paper gives none)."""
-    lines = ["| method | open recall (paper metric) | closed (paper metric) | closed (strict, ours) |",
+    """`paper.vqa_table` rows as a markdown table (percent): the paper metric, our strict closed
+    accuracy beside it (the paper gives none)."""
+    lines = ["| method | open recall (paper metric) | closed (paper metric) "
+             "| closed (strict, ours) |",
              "| --- | ---: | ---: | ---: |"]
     for r in rows:
         cells = ["" if r[k] is None else f"{r[k]:.2f}" for k in ("open", "closed", "closed_strict")]
@@ -70,11 +77,11 @@ def paper_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None, min_questions: int = 1):
-    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars, strict as black
-    ticks) on the left, open recall on the right. Types with fewer than `min_questions` questions are left out."""
-    import matplotlib.pyplot as plt
-
+def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
+                          min_questions: int = 1):
+    """Bars per question type, one colour per named `scores_of` dict: closed accuracy (lenient bars,
+    strict as black ticks) on the left, open recall on the right. Types with fewer than
+    `min_questions` questions are left out."""
     if ax_closed is None or ax_open is None:
         fig, (ax_closed, ax_open) = plt.subplots(1, 2, figsize=(13, 4))
     else:
@@ -91,10 +98,11 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
             ax.bar(x + k * width, values, width, label=name)
             if kind == "closed":  # strict accuracy as a black tick on each bar
                 strict = [by_type.get(t, {}).get("closed_accuracy_strict") or 0.0 for t in types]
-                ax.scatter(x + k * width, strict, marker="_", color="black", s=12 * 72 * width, zorder=3)
+                ax.scatter(x + k * width, strict, marker="_", color="black", s=12 * 72 * width,
+                           zorder=3)
         ax.set_xticks(x + width * (len(names) - 1) / 2)
-        ax.set_xticklabels([f"{t or '(none)'}\n{first[t][n_key]}" for t in types], rotation=45, ha="right",
-                           fontsize=8)
+        ax.set_xticklabels([f"{t or '(none)'}\n{first[t][n_key]}" for t in types], rotation=45,
+                           ha="right", fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{kind} questions per type (n below): "
                      + ("accuracy\n(bars: paper metric, black ticks: strict)" if kind == "closed"
@@ -104,8 +112,10 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
     return fig
 
 
-def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int = 8, seed: int = 0) -> list[int]:
-    """Indices of n questions for a gallery: half closed, half open where possible, on distinct images."""
+def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int = 8,
+                  seed: int = 0) -> list[int]:
+    """Indices of n questions for a gallery: half closed, half open where
+    possible, on distinct images."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
     picked, images = [], set()
@@ -122,16 +132,15 @@ def pick_examples(items: Sequence[VQAItem], predictions: Sequence[str], n: int =
 
 def _mark(item: VQAItem, prediction: str) -> str:
     if item.answer_type == "CLOSED":
-        lenient, strict = closed_hit(prediction, item.answer), closed_hit_strict(prediction, item.answer)
+        lenient = closed_hit(prediction, item.answer)
+        strict = closed_hit_strict(prediction, item.answer)
         return "right" if strict else ("right only by the paper metric" if lenient else "wrong")
     return f"recall {open_recall(prediction, item.answer):.2f}"
 
 
-def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: Sequence[int] | None = None,
-                 columns: int = 4, seed: int = 0):
+def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str],
+                 indices: Sequence[int] | None = None, columns: int = 4, seed: int = 0):
     """Image, question, answer and prediction for a few questions (default: `pick_examples`)."""
-    import matplotlib.pyplot as plt
-
     indices = pick_examples(items, predictions, 8, seed) if indices is None else list(indices)
     if not indices:
         raise ValueError("no questions to show")
@@ -146,22 +155,26 @@ def plot_gallery(items: Sequence[VQAItem], predictions: Sequence[str], indices: 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.imshow(ImageOps.pad(load_image(item.image), (256, 256), color=(0, 0, 0)))
-        ax.set_title(f"{item.answer_type.lower()} · {item.question_type or '-'}\nQ: {wrap(item.question)}",
-                     fontsize=8, loc="left")
-        ax.set_xlabel(f"answer: {wrap(item.answer)}\nmodel: {wrap(pred or '(empty)')}\n[{_mark(item, pred)}]",
-                      fontsize=8, loc="left")
+        ax.set_title(f"{item.answer_type.lower()} · {item.question_type or '-'}\n"
+                     f"Q: {wrap(item.question)}", fontsize=8, loc="left")
+        ax.set_xlabel(f"answer: {wrap(item.answer)}\nmodel: {wrap(pred or '(empty)')}\n"
+                      f"[{_mark(item, pred)}]", fontsize=8, loc="left")
     fig.tight_layout()
     return fig
 
 
-def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str], limit: int = 10) -> list[dict]:
-    """Closed questions that the paper's substring metric counts as right and our strict one does not."""
-    idx = forgiven_by_lenient(list(predictions), [it.answer for it in items], [it.answer_type for it in items])
-    return [{"question_id": items[i].question_id, "question": items[i].question, "answer": items[i].answer,
-             "prediction": predictions[i]} for i in idx[:limit]]
+def forgiven_examples(items: Sequence[VQAItem], predictions: Sequence[str],
+                      limit: int = 10) -> list[dict]:
+    """Closed questions that the paper's substring metric counts as right
+    and our strict one does not."""
+    idx = forgiven_by_lenient(list(predictions), [it.answer for it in items],
+                              [it.answer_type for it in items])
+    return [{"question_id": items[i].question_id, "question": items[i].question,
+             "answer": items[i].answer, "prediction": predictions[i]} for i in idx[:limit]]
 
 
-def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "answer", "prediction")) -> str:
+def examples_table(rows: Sequence[dict],
+                   columns: Sequence[str] = ("question", "answer", "prediction")) -> str:
     """Rows of dicts as a markdown table (`|` and newlines escaped)."""
     clean = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
@@ -169,12 +182,11 @@ def examples_table(rows: Sequence[dict], columns: Sequence[str] = ("question", "
     return "\n".join(lines)
 
 
-def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = "training loss", ax=None):
-    """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one axis. The loss axis
-    is logarithmic: late in training 0.012 against 0.044 is the difference that matters, and a linear axis flattens
-    it to the floor."""
-    import matplotlib.pyplot as plt
-
+def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = "training loss",
+              ax=None):
+    """A stage's loss_history.json (step, loss) as a curve, or several ({label: history}) on one
+    axis. The loss axis is logarithmic: late in training 0.012 against 0.044 is the difference that
+    matters, and a linear axis flattens it to the floor."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3))
     curves = history if isinstance(history, dict) else {None: history}

@@ -58,7 +58,8 @@ class ResponseCache:
     def get(self, key: str) -> dict | None:
         return self.entries.get(key)
 
-    def put(self, key: str, item_id: str, model: str, response: str | None, usage: dict, finish_reason: str | None) -> dict:
+    def put(self, key: str, item_id: str, model: str, response: str | None, usage: dict,
+            finish_reason: str | None) -> dict:
         reason = unusable(response)
         if reason:
             raise ValueError(f"request {item_id}: {reason} is not cached")

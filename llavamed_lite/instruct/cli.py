@@ -28,7 +28,8 @@ def _price(text: str) -> tuple[float, float]:
     try:
         inp, out = (float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--price wants IN,OUT in USD per million tokens, e.g. 2.5,10; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--price wants IN,OUT in USD per million tokens, e.g. 2.5,10; got {text!r}") from None
     return inp, out
 
 
@@ -39,16 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model or Azure deployment name (default gpt-4o)")
     parser.add_argument("--base-url", default=None, help="an OpenAI-compatible server, e.g. http://localhost:8000/v1")
     parser.add_argument("--azure-endpoint", default=None, help="use Azure OpenAI at this endpoint")
-    parser.add_argument("--api-version", default=None, help="Azure API version (default: OPENAI_API_VERSION or 2024-10-21)")
+    parser.add_argument("--api-version", default=None,
+                        help="Azure API version (default: OPENAI_API_VERSION or 2024-10-21)")
     parser.add_argument("--with-mentions", action=argparse.BooleanOptionalAction, default=DataConfig.with_mentions,
                         help="give the writer the inline mentions (LLaVA-Med's 60K-IM; default: on, as "
                              "data.with_mentions; --no-with-mentions for the 60K variant)")
     parser.add_argument("--concurrency", type=count(1), default=8, help="requests in flight at once")
     parser.add_argument("--rpm", type=number(), default=None, help="at most this many requests per minute")
     parser.add_argument("--tpm", type=number(), default=None, help="at most this many tokens per minute")
-    parser.add_argument("--cache", default=None, help="append-only JSONL cache of answers (openai default: <out>.cache.jsonl)")
-    parser.add_argument("--max-cost", type=number(strict=False), default=None, help="refuse to start above this estimate (USD)")
-    parser.add_argument("--price", type=_price, default=None, metavar="IN,OUT", help="USD per million tokens for --model")
+    parser.add_argument("--cache", default=None,
+                        help="append-only JSONL cache of answers (openai default: <out>.cache.jsonl)")
+    parser.add_argument("--max-cost", type=number(strict=False), default=None,
+                        help="refuse to start above this estimate (USD)")
+    parser.add_argument("--price", type=_price, default=None, metavar="IN,OUT",
+                        help="USD per million tokens for --model")
     parser.add_argument("--max-tokens", type=count(1), default=1024)
     parser.add_argument("--temperature", type=number(strict=False), default=0.0)
     parser.add_argument("--timeout", type=number(), default=120.0, help="seconds before a request is retried")

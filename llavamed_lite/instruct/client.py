@@ -88,7 +88,8 @@ class OpenAIBackend:
             if not os.environ.get("AZURE_OPENAI_API_KEY"):
                 raise RuntimeError("Azure OpenAI needs the AZURE_OPENAI_API_KEY environment variable")
             self.client = openai.AsyncAzureOpenAI(
-                azure_endpoint=azure_endpoint, api_version=api_version or os.environ.get("OPENAI_API_VERSION", AZURE_API_VERSION),
+                azure_endpoint=azure_endpoint,
+                api_version=api_version or os.environ.get("OPENAI_API_VERSION", AZURE_API_VERSION),
                 timeout=timeout, max_retries=0)
         else:
             env_key = os.environ.get("OPENAI_API_KEY")
@@ -101,7 +102,8 @@ class OpenAIBackend:
 
     async def complete(self, request: Request) -> Completion:
         try:
-            response = await self.client.chat.completions.create(model=self.model, messages=request.messages, **self.params)
+            response = await self.client.chat.completions.create(model=self.model, messages=request.messages,
+                                                                 **self.params)
         except openai.APITimeoutError:
             raise Retryable("timeout") from None
         except openai.APIConnectionError:
@@ -120,7 +122,8 @@ class OpenAIBackend:
         usage = response.usage
         return Completion(
             text=message.content,
-            usage={"prompt_tokens": getattr(usage, "prompt_tokens", None), "completion_tokens": getattr(usage, "completion_tokens", None)},
+            usage={"prompt_tokens": getattr(usage, "prompt_tokens", None),
+                   "completion_tokens": getattr(usage, "completion_tokens", None)},
             finish_reason=choices[0].finish_reason)
 
     async def aclose(self) -> None:

@@ -35,8 +35,8 @@ LEAK_PATTERNS: dict[str, re.Pattern] = {
     "caption": re.compile(r"\bcaptions?\b|\blegends?\b", re.IGNORECASE),
     "description": re.compile(r"\bdescri(?:ption|bed)\b", re.IGNORECASE),
     "mentioned": re.compile(r"\bmention(?:ed|s)?\b", re.IGNORECASE),
-    "context": re.compile(r"\b(?:figure\s+context|the\s+context\s+(?:provided|given)|the\s+(?:provided\s+|given\s+)?text)\b",
-                          re.IGNORECASE),
+    "context": re.compile(r"\b(?:figure\s+context|the\s+context\s+(?:provided|given)"
+                          r"|the\s+(?:provided\s+|given\s+)?text)\b", re.IGNORECASE),
 }
 
 

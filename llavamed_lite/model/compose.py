@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
-                          CLIPConfig, CLIPVisionConfig, CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration,
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
+                          AutoProcessor, AutoTokenizer, CLIPConfig, CLIPVisionConfig,
+                          CLIPVisionModel, LlavaConfig, LlavaForConditionalGeneration,
                           LlavaImageProcessorPil, LlavaProcessor)
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
@@ -23,7 +24,8 @@ from .chat_template import MISTRAL_INSTRUCT_TEMPLATE
 from .placement import join_towers, quantization_config, resolve_device, resolve_dtype
 from .shapes import KNOWN_LM, KNOWN_VISION
 
-PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}  # our name -> LlavaConfig.projector_hidden_act
+# our name -> LlavaConfig.projector_hidden_act
+PROJECTORS = {"linear": "linear", "mlp2x_gelu": "gelu"}
 
 
 @contextlib.contextmanager
@@ -56,7 +58,8 @@ def _vision_part(config) -> CLIPVisionConfig:
         return config.vision_config
     if isinstance(config, CLIPVisionConfig):
         return config
-    raise ValueError(f"the vision checkpoint must be a CLIP model, got model_type {config.model_type!r}")
+    raise ValueError(f"the vision checkpoint must be a CLIP model, got model_type "
+                     f"{config.model_type!r}")
 
 
 def lm_config_of(lm: str):
@@ -65,8 +68,9 @@ def lm_config_of(lm: str):
     return AutoConfig.from_pretrained(lm)
 
 
-def llava_config(vision_config: CLIPVisionConfig, text_config, image_token_id: int, projector: str = "mlp2x_gelu",
-                 vision_feature_layer: int = -2, vision_feature_select_strategy: str = "default",
+def llava_config(vision_config: CLIPVisionConfig, text_config, image_token_id: int,
+                 projector: str = "mlp2x_gelu", vision_feature_layer: int = -2,
+                 vision_feature_select_strategy: str = "default",
                  pad_token_id: int | None = None) -> LlavaConfig:
     if projector not in PROJECTORS:
         raise ValueError(f"unknown projector {projector!r}: choose one of {', '.join(PROJECTORS)}")
@@ -75,7 +79,8 @@ def llava_config(vision_config: CLIPVisionConfig, text_config, image_token_id: i
                          f"got {vision_feature_select_strategy!r}")
     n_layers = vision_config.num_hidden_layers
     if not -n_layers <= vision_feature_layer <= n_layers:
-        raise ValueError(f"vision_feature_layer {vision_feature_layer} is outside the tower's {n_layers} layers")
+        raise ValueError(f"vision_feature_layer {vision_feature_layer} is outside the tower's "
+                         f"{n_layers} layers")
     n_patches = (vision_config.image_size // vision_config.patch_size) ** 2
     return LlavaConfig(
         vision_config=vision_config.to_dict(),
@@ -91,7 +96,8 @@ def llava_config(vision_config: CLIPVisionConfig, text_config, image_token_id: i
     )
 
 
-def new_projector(config: LlavaConfig, dtype: torch.dtype = torch.float32) -> LlavaMultiModalProjector:
+def new_projector(config: LlavaConfig,
+                  dtype: torch.dtype = torch.float32) -> LlavaMultiModalProjector:
     """A freshly initialised projector. For `linear` (v1.0) the second layer is the identity and
     stays frozen, so the checkpoint keeps transformers' two-layer layout yet computes one linear
     map."""
@@ -105,7 +111,8 @@ def new_projector(config: LlavaConfig, dtype: torch.dtype = torch.float32) -> Ll
 
 
 def prepare_tokenizer(lm: str):
-    """The LM's tokenizer with the `<image>` token, a pad token and the mistral_instruct template."""
+    """The LM's tokenizer with the `<image>` token, a pad token and
+    the mistral_instruct template."""
     tokenizer = AutoTokenizer.from_pretrained(lm)
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
@@ -119,7 +126,8 @@ def prepare_tokenizer(lm: str):
     return tokenizer
 
 
-def image_processor_for(vision: str, vision_config: CLIPVisionConfig, pad_to_square: bool) -> LlavaImageProcessorPil:
+def image_processor_for(vision: str, vision_config: CLIPVisionConfig,
+                        pad_to_square: bool) -> LlavaImageProcessorPil:
     """CLIP's preprocessing (read from the vision checkpoint) plus v1.5's pad-to-square with the
     mean colour.
 
@@ -132,14 +140,17 @@ def image_processor_for(vision: str, vision_config: CLIPVisionConfig, pad_to_squ
     try:
         processor = LlavaImageProcessorPil.from_pretrained(vision, do_pad=pad_to_square)
     except OSError:
-        raise FileNotFoundError(f"{vision}: no preprocessor_config.json; save the CLIP image processor "
-                                "beside the vision weights (CLIPImageProcessorPil(...).save_pretrained(dir))"
-                                ) from None
+        raise FileNotFoundError(f"{vision}: no preprocessor_config.json; save the CLIP image "
+                                "processor beside the vision weights "
+                                "(CLIPImageProcessorPil(...).save_pretrained(dir))") from None
     crop = processor.crop_size if processor.do_center_crop else processor.size
-    side = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else getattr(crop, "height", None)
+    if isinstance(crop, dict):
+        side = crop.get("height", crop.get("shortest_edge"))
+    else:
+        side = getattr(crop, "height", None)
     if side != vision_config.image_size:
-        raise ValueError(f"{vision}: the image processor makes {side} px images but the vision tower expects "
-                         f"{vision_config.image_size} px")
+        raise ValueError(f"{vision}: the image processor makes {side} px images but the vision "
+                         f"tower expects {vision_config.image_size} px")
     return processor
 
 
@@ -173,10 +184,13 @@ def compose_llava(
         language_model = AutoModelForCausalLM.from_pretrained(lm, **lm_kwargs)
         if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
             language_model.resize_token_embeddings(len(tokenizer))  # rows for <image> (and <pad>)
-        vision_tower = CLIPVisionModel.from_pretrained(vision, dtype=dtype, attn_implementation=attn_implementation)
+        vision_tower = CLIPVisionModel.from_pretrained(vision, dtype=dtype,
+                                                       attn_implementation=attn_implementation)
 
-    config = llava_config(vision_config, language_model.config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                          projector, vision_feature_layer, vision_feature_select_strategy, tokenizer.pad_token_id)
+    config = llava_config(vision_config, language_model.config,
+                          tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), projector,
+                          vision_feature_layer, vision_feature_select_strategy,
+                          tokenizer.pad_token_id)
     config.text_config.vocab_size = language_model.get_input_embeddings().num_embeddings
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -196,7 +210,8 @@ def compose_llava(
         model.is_loaded_in_4bit = True
     model.config._attn_implementation = attn_implementation
 
-    return model, llava_processor(image_processor, tokenizer, vision_config, vision_feature_select_strategy)
+    return model, llava_processor(image_processor, tokenizer, vision_config,
+                                  vision_feature_select_strategy)
 
 
 def llava_processor(image_processor, tokenizer, vision_config: CLIPVisionConfig,
@@ -217,8 +232,8 @@ def llava_processor(image_processor, tokenizer, vision_config: CLIPVisionConfig,
 def compose_from_config(cfg: ModelConfig, device: str | torch.device | None = None,
                         ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     return compose_llava(cfg.vision, cfg.lm, cfg.projector, cfg.vision_feature_layer,
-                         cfg.vision_feature_select_strategy, cfg.pad_to_square, cfg.dtype, cfg.load_in_4bit,
-                         cfg.attn_implementation, device)
+                         cfg.vision_feature_select_strategy, cfg.pad_to_square, cfg.dtype,
+                         cfg.load_in_4bit, cfg.attn_implementation, device)
 
 
 def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu",
@@ -227,13 +242,15 @@ def meta_llava(vision: str, lm: str, projector: str = "mlp2x_gelu",
     7B scale."""
     text_config = lm_config_of(lm)
     text_config.vocab_size += extra_tokens  # the added <image> token
-    config = llava_config(vision_config_of(vision), text_config, text_config.vocab_size - 1, projector)
+    config = llava_config(vision_config_of(vision), text_config, text_config.vocab_size - 1,
+                          projector)
     with torch.device("meta"):
         return LlavaForConditionalGeneration(config)
 
 
-def load_llava(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device | None = "auto",
-               load_in_4bit: bool = False, attn_implementation: str | None = None):
+def load_llava(path: str | Path, dtype: str | torch.dtype = "auto",
+               device: str | torch.device | None = "auto", load_in_4bit: bool = False,
+               attn_implementation: str | None = None):
     """Load a checkpoint the project saved, with the plain transformers auto classes. Defaults: the
     GPU in bfloat16 when there is one, else the CPU in float32. `load_in_4bit`: the LM in nf4 (a 7B
     model in about 5 GB of GPU memory instead of 15). `device=None` leaves the model where
@@ -260,6 +277,8 @@ def load_projector(model: LlavaForConditionalGeneration, state_dict: dict) -> No
     expected = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
     got = {k.split("multi_modal_projector.")[-1]: tuple(v.shape) for k, v in state_dict.items()}
     if expected != got:
-        raise ValueError(f"projector weights do not fit this model (vision {model.config.vision_config.hidden_size} -> "
-                         f"LM {model.config.text_config.hidden_size}): expected {expected}, got {got}")
-    projector.load_state_dict({k.split("multi_modal_projector.")[-1]: v for k, v in state_dict.items()})
+        raise ValueError(f"projector weights do not fit this model (vision "
+                         f"{model.config.vision_config.hidden_size} -> LM "
+                         f"{model.config.text_config.hidden_size}): expected {expected}, got {got}")
+    projector.load_state_dict({k.split("multi_modal_projector.")[-1]: v
+                               for k, v in state_dict.items()})

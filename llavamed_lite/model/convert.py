@@ -3,14 +3,16 @@
     llavamed-lite convert-official --src llava-med-v1.5-mistral-7b --vision openai/clip-vit-large-patch14-336 \\
         --out runs/official/model
 
-The official release (`model_type: llava_mistral`) needs LLaVA's own code to load. Its folder holds a config.json
-with the Mistral fields plus LLaVA's `mm_*` fields, the tokenizer, and safetensors shards in which the Mistral LM
-sits under `model.*` / `lm_head.weight`, the projector under `model.mm_projector.{0,2}` and, sometimes, a copy of
-the CLIP tower under `model.vision_tower.*` (ignored: the tower comes from --vision, as in LLaVA).
+The official release (`model_type: llava_mistral`) needs LLaVA's own code to load. Its folder holds
+a config.json with the Mistral fields plus LLaVA's `mm_*` fields, the tokenizer, and safetensors
+shards in which the Mistral LM sits under `model.*` / `lm_head.weight`, the projector under
+`model.mm_projector.{0,2}` and, sometimes, a copy of the CLIP tower under `model.vision_tower.*`
+(ignored: the tower comes from --vision, as in LLaVA).
 
-The output is a `LlavaForConditionalGeneration` + `LlavaProcessor` folder: `AutoModelForImageTextToText` loads it,
-and `llavamed-lite evaluate` / `chat` run on it unchanged. Tensors are streamed from safetensors one at a time into
-output shards (never pickle, never the whole model in memory), the folder is written beside `--out` and renamed
+The output is a `LlavaForConditionalGeneration` + `LlavaProcessor` folder:
+`AutoModelForImageTextToText` loads it, and `llavamed-lite evaluate` / `chat` run on it
+unchanged. Tensors are streamed from safetensors one at a time into output shards (never
+pickle, never the whole model in memory), the folder is written beside `--out` and renamed
 into place only when complete.
 """
 
@@ -24,57 +26,69 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration, MistralConfig, MistralForCausalLM
+from tqdm.auto import tqdm
+from transformers import (CLIPVisionModel, GenerationConfig, LlavaForConditionalGeneration,
+                          MistralConfig, MistralForCausalLM)
 
 from ..cli import number
 from ..data.formats import IMAGE_TOKEN
 from ..io import atomic_write_json, read_json
-from .compose import (image_processor_for, llava_config, llava_processor, new_projector, prepare_tokenizer,
-                      quiet_transformers, vision_config_of)
+from .compose import (image_processor_for, llava_config, llava_processor, new_projector,
+                      prepare_tokenizer, quiet_transformers, vision_config_of)
 from .placement import resolve_dtype
 
-# Mistral fields of the official config.json that make the text config; the rest are LLaVA's (mm_*, tune_*, ...).
-TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-               "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
-               "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings", "rope_theta",
-               "rope_scaling", "rope_parameters", "sliding_window", "attention_dropout")
-REQUIRED_TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+# Mistral fields of the official config.json that make the text config; the rest
+# are LLaVA's (mm_*, tune_*, ...).
+TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+               "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
+               "max_position_embeddings", "initializer_range", "rms_norm_eps", "pad_token_id",
+               "bos_token_id", "eos_token_id", "tie_word_embeddings", "rope_theta", "rope_scaling",
+               "rope_parameters", "sliding_window", "attention_dropout")
+REQUIRED_TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                        "num_attention_heads")
 SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}  # LLaVA's name -> transformers' strategy
-ASPECT_RATIO = {"pad": True, "square": False, None: False}  # LLaVA's image_aspect_ratio -> pad to square
-IGNORED_PREFIXES = ("model.vision_tower.",)  # the CLIP copy inside some releases; --vision is loaded instead
-IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some older saves kept; recomputed by the model
+ASPECT_RATIO = {"pad": True, "square": False, None: False}  # LLaVA's image_aspect_ratio -> pad
+IGNORED_PREFIXES = ("model.vision_tower.",)  # a CLIP copy in some releases; --vision is loaded
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers older saves kept; the model recomputes them
 SHARD_BYTES = 2 * 2**30
 
 
 class ConversionError(ValueError):
-    """The source is not an official LLaVA-Med v1.5 checkpoint we can convert; the message says why."""
+    """The source is not an official LLaVA-Med v1.5 checkpoint we can
+    convert; the message says why."""
 
 
 def official_options(config: dict, where: str = "config.json") -> dict:
-    """LLaVA's multimodal settings from the official config, mapped to ours, refusing what Llava cannot express."""
+    """LLaVA's multimodal settings from the official config, mapped to ours,
+    refusing what Llava cannot express."""
     if config.get("model_type") != "llava_mistral":
-        raise ConversionError(f"{where}: model_type is {config.get('model_type')!r}, expected 'llava_mistral' "
-                              "(the official LLaVA-Med v1.5 checkpoint)")
+        raise ConversionError(f"{where}: model_type is {config.get('model_type')!r}, expected "
+                              "'llava_mistral' (the official LLaVA-Med v1.5 checkpoint)")
     missing = [k for k in (*REQUIRED_TEXT_FIELDS, "mm_hidden_size") if k not in config]
     if missing:
         raise ConversionError(f"{where}: missing field(s) {missing}")
     projector = config.get("mm_projector_type", "linear")
     if projector not in ("mlp2x_gelu", "linear"):
-        raise ConversionError(f"{where}: mm_projector_type {projector!r} is not supported (mlp2x_gelu or linear)")
+        raise ConversionError(f"{where}: mm_projector_type {projector!r} is not supported "
+                              "(mlp2x_gelu or linear)")
     feature = config.get("mm_vision_select_feature", "patch")
     if feature not in SELECT_FEATURE:
-        raise ConversionError(f"{where}: mm_vision_select_feature {feature!r} is not supported (patch or cls_patch)")
+        raise ConversionError(f"{where}: mm_vision_select_feature {feature!r} is not supported "
+                              "(patch or cls_patch)")
     aspect = config.get("image_aspect_ratio")
     if aspect not in ASPECT_RATIO:
-        raise ConversionError(f"{where}: image_aspect_ratio {aspect!r} is not supported (pad or square)")
+        raise ConversionError(f"{where}: image_aspect_ratio {aspect!r} is not supported "
+                              "(pad or square)")
     if config.get("mm_use_im_start_end") or config.get("mm_use_im_patch_token"):
-        raise ConversionError(f"{where}: mm_use_im_start_end / mm_use_im_patch_token are not supported by Llava")
+        raise ConversionError(f"{where}: mm_use_im_start_end / mm_use_im_patch_token are not "
+                              "supported by Llava")
     layer = config.get("mm_vision_select_layer", -2)
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise ConversionError(f"{where}: mm_vision_select_layer must be an integer, got {layer!r}")
     return {"projector": projector, "vision_feature_layer": layer,
-            "vision_feature_select_strategy": SELECT_FEATURE[feature], "pad_to_square": ASPECT_RATIO[aspect],
-            "mm_hidden_size": config["mm_hidden_size"], "vision": config.get("mm_vision_tower")}
+            "vision_feature_select_strategy": SELECT_FEATURE[feature],
+            "pad_to_square": ASPECT_RATIO[aspect], "mm_hidden_size": config["mm_hidden_size"],
+            "vision": config.get("mm_vision_tower")}
 
 
 def text_config_of(config: dict) -> MistralConfig:
@@ -84,7 +98,8 @@ def text_config_of(config: dict) -> MistralConfig:
 
 
 def source_tensors(src: Path) -> dict[str, Path]:
-    """Every tensor name of the checkpoint -> the safetensors file holding it (from the index, or the files)."""
+    """Every tensor name of the checkpoint -> the safetensors file holding it
+    (from the index, or the files)."""
     index = src / "model.safetensors.index.json"
     if index.exists():
         weight_map = read_json(index).get("weight_map")
@@ -97,8 +112,10 @@ def source_tensors(src: Path) -> dict[str, Path]:
         return files
     shards = sorted(src.glob("*.safetensors"))
     if not shards:
-        pickled = sorted(p.name for p in src.glob("*.bin")) + sorted(p.name for p in src.glob("*.pt"))
-        hint = f" (found {pickled}: pickle files are not read; re-save them as safetensors)" if pickled else ""
+        pickled = (sorted(p.name for p in src.glob("*.bin"))
+                   + sorted(p.name for p in src.glob("*.pt")))
+        hint = (f" (found {pickled}: pickle files are not read; re-save them as safetensors)"
+                if pickled else "")
         raise ConversionError(f"{src}: no .safetensors weights{hint}")
     files = {}
     for shard in shards:
@@ -115,22 +132,27 @@ def _open(path: Path):
 
 
 def expected_source_shapes(text_config: MistralConfig, options: dict) -> dict[str, tuple]:
-    """Tensor names and shapes the official checkpoint must hold: the Mistral LM's own names, plus the projector."""
+    """Tensor names and shapes the official checkpoint must hold: the Mistral LM's
+    own names, plus the projector."""
     with torch.device("meta"):
         lm = MistralForCausalLM(text_config)
     shapes = {k: tuple(v.shape) for k, v in lm.state_dict().items()}
     hidden, mm_hidden = text_config.hidden_size, options["mm_hidden_size"]
     if options["projector"] == "mlp2x_gelu":
-        shapes.update({"model.mm_projector.0.weight": (hidden, mm_hidden), "model.mm_projector.0.bias": (hidden,),
-                       "model.mm_projector.2.weight": (hidden, hidden), "model.mm_projector.2.bias": (hidden,)})
+        shapes.update({"model.mm_projector.0.weight": (hidden, mm_hidden),
+                       "model.mm_projector.0.bias": (hidden,),
+                       "model.mm_projector.2.weight": (hidden, hidden),
+                       "model.mm_projector.2.bias": (hidden,)})
     else:
-        shapes.update({"model.mm_projector.weight": (hidden, mm_hidden), "model.mm_projector.bias": (hidden,)})
+        shapes.update({"model.mm_projector.weight": (hidden, mm_hidden),
+                       "model.mm_projector.bias": (hidden,)})
     return shapes
 
 
 def check_tensors(files: dict[str, Path], expected: dict[str, tuple], src: Path) -> None:
     """Refuse a checkpoint with missing, unexpected or mis-shaped tensors, listing all of them."""
-    present = {n for n in files if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES)}
+    present = {n for n in files
+               if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES)}
     problems = []
     missing, unexpected = sorted(set(expected) - present), sorted(present - set(expected))
     if missing:
@@ -147,8 +169,8 @@ def check_tensors(files: dict[str, Path], expected: dict[str, tuple], src: Path)
     if wrong:
         problems.append(f"wrong shapes ({len(wrong)}): {', '.join(wrong)}")
     if problems:
-        raise ConversionError(f"{src}: not the official LLaVA-Med v1.5 layout for its config.json:\n  "
-                              + "\n  ".join(problems))
+        raise ConversionError(f"{src}: not the official LLaVA-Med v1.5 layout for its "
+                              "config.json:\n  " + "\n  ".join(problems))
 
 
 def target_name(name: str) -> str:
@@ -164,7 +186,8 @@ def target_name(name: str) -> str:
 
 
 class ShardWriter:
-    """Collect tensors into safetensors shards of about `max_bytes`, writing each as soon as it is full."""
+    """Collect tensors into safetensors shards of about `max_bytes`, writing
+    each as soon as it is full."""
 
     def __init__(self, folder: Path, max_bytes: int = SHARD_BYTES):
         self.folder, self.max_bytes = folder, max_bytes
@@ -188,7 +211,8 @@ class ShardWriter:
             self.current, self.size = {}, 0
 
     def finish(self) -> list[str]:
-        """Name the shards as transformers does (an index when there are several); return every tensor name."""
+        """Name the shards as transformers does (an index when there are
+        several); return every tensor name."""
         self.flush()
         n = len(self.shards)
         if n == 1:
@@ -200,24 +224,28 @@ class ShardWriter:
                 (self.folder / f"part-{i:05d}.safetensors").rename(self.folder / final)
                 weight_map.update({name: final for name in names})
             atomic_write_json(self.folder / "model.safetensors.index.json",
-                              {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(weight_map.items()))})
+                              {"metadata": {"total_size": self.total},
+                               "weight_map": dict(sorted(weight_map.items()))})
         return [name for names in self.shards for name in names]
 
 
 def load_tokenizer(source: str):
-    """The release's tokenizer with `<image>`, a pad token and the chat template (`prepare_tokenizer`)."""
+    """The release's tokenizer with `<image>`, a pad token and the chat
+    template (`prepare_tokenizer`)."""
     try:
         return prepare_tokenizer(source)
     except (OSError, ValueError, ImportError) as e:
         raise ConversionError(
-            f"{source}: could not load the tokenizer ({type(e).__name__}: {e}). A folder with only tokenizer.model "
-            "(SentencePiece) needs `pip install sentencepiece`; or pass --tokenizer "
+            f"{source}: could not load the tokenizer ({type(e).__name__}: {e}). A folder with only "
+            "tokenizer.model (SentencePiece) needs `pip install sentencepiece`; or pass "
+            "--tokenizer "
             "mistralai/Mistral-7B-Instruct-v0.2 (the same vocabulary)") from None
 
 
 def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """Append rows for the added tokens (<image>), set to the mean row, as transformers' resize does on average.
-    The <image> embedding is never used (image features replace it); its output row keeps its logit ordinary."""
+    """Append rows for the added tokens (<image>), set to the mean row, as transformers' resize
+    does on average. The <image> embedding is never used (image features replace it); its output
+    row keeps its logit ordinary."""
     if rows <= 0:
         return tensor
     mean = tensor.float().mean(dim=0, keepdim=True).to(tensor.dtype)
@@ -225,32 +253,14 @@ def _grow_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype: str | None = None,
-                     overwrite: bool = False, max_shard_bytes: int = SHARD_BYTES, progress: bool = True,
-                     tokenizer: str | None = None) -> Path:
-    """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`. The tokenizer
-    comes from `src` unless `tokenizer` names another folder or hub name with the same vocabulary (Mistral's)."""
+                     overwrite: bool = False, max_shard_bytes: int = SHARD_BYTES,
+                     progress: bool = True, tokenizer: str | None = None) -> Path:
+    """Write the Llava model + processor folder for the official checkpoint in `src`; return `out`.
+    The tokenizer comes from `src` unless `tokenizer` names another folder or hub name with the
+    same vocabulary (Mistral's)."""
     src, out = Path(src), Path(out)
-    if max_shard_bytes < 1:
-        raise ValueError(f"the shard size must be positive, got {max_shard_bytes} bytes")
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"{src}: no config.json (expected the official LLaVA-Med v1.5 folder)")
-    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()) \
-            or src.resolve().is_relative_to(out.resolve()):  # replacing `out` would delete the source
-        raise ValueError(f"--out {out} and --src {src} overlap (the same folder, or one inside the other); "
-                         "write the converted model to a folder of its own")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-    raw = read_json(src / "config.json")
-    if not isinstance(raw, dict):
-        raise ConversionError(f"{src / 'config.json'}: expected a JSON object")
-    options = official_options(raw, str(src / "config.json"))
-    vision = vision or options["vision"]
-    if not vision:
-        raise ConversionError(f"{src / 'config.json'}: no mm_vision_tower; pass the CLIP tower with --vision")
-    vision_config = _vision_config(vision)
-    if vision_config.hidden_size != options["mm_hidden_size"]:
-        raise ConversionError(f"{vision}: CLIP width {vision_config.hidden_size} does not match the checkpoint's "
-                              f"mm_hidden_size {options['mm_hidden_size']} (wrong --vision?)")
+    _check_paths(src, out, overwrite, max_shard_bytes)
+    raw, options, vision, vision_config = _read_source(src, vision)
     out_dtype = resolve_dtype(dtype or raw.get("torch_dtype") or "float32")
 
     text_config = text_config_of(raw)
@@ -260,16 +270,16 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     tokenizer = load_tokenizer(tokenizer or str(src))
     n_tokens = len(tokenizer)
     if n_tokens - 1 > text_config.vocab_size:
-        raise ConversionError(f"{src}: the tokenizer has {n_tokens - 1} tokens but the weights only "
-                              f"{text_config.vocab_size} rows (wrong tokenizer files?)")
+        raise ConversionError(f"{src}: the tokenizer has {n_tokens - 1} tokens but the weights "
+                              f"only {text_config.vocab_size} rows (wrong tokenizer files?)")
     extra_rows = max(n_tokens - text_config.vocab_size, 0)
     config = llava_config(vision_config, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                           options["projector"], options["vision_feature_layer"],
                           options["vision_feature_select_strategy"], tokenizer.pad_token_id)
     config.text_config.vocab_size = text_config.vocab_size + extra_rows
     config.dtype = out_dtype
-    processor = llava_processor(image_processor_for(vision, vision_config, options["pad_to_square"]), tokenizer,
-                                vision_config, options["vision_feature_select_strategy"])
+    processor = llava_processor(image_processor_for(vision, vision_config, options["pad_to_square"]),
+                                tokenizer, vision_config, options["vision_feature_select_strategy"])
     with quiet_transformers():  # before any writing: a missing or unreachable tower fails here
         tower = CLIPVisionModel.from_pretrained(vision, dtype=out_dtype)
 
@@ -277,19 +287,16 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        written = write_weights(tmp, files, tower, config, extra_rows, out_dtype, max_shard_bytes, progress)
+        written = write_weights(tmp, files, tower, config, extra_rows, out_dtype, max_shard_bytes,
+                                progress)
         del tower
         _check_complete(config, written)
         config.save_pretrained(tmp)
-        if (src / "generation_config.json").is_file():
-            generation = GenerationConfig.from_pretrained(src)
-        else:
-            generation = GenerationConfig(bos_token_id=text_config.bos_token_id, eos_token_id=text_config.eos_token_id)
-        generation.pad_token_id = tokenizer.pad_token_id
-        generation.save_pretrained(tmp)
+        _generation_config(src, text_config, tokenizer.pad_token_id).save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        atomic_write_json(tmp / "conversion.json", {"source": str(src.resolve()), "vision": vision,
-                                                    "source_model_type": raw["model_type"], **options})
+        atomic_write_json(tmp / "conversion.json",
+                          {"source": str(src.resolve()), "vision": vision,
+                           "source_model_type": raw["model_type"], **options})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave half a model behind
         raise
@@ -297,6 +304,55 @@ def convert_official(src: str | Path, vision: str | None, out: str | Path, dtype
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _check_paths(src: Path, out: Path, overwrite: bool, max_shard_bytes: int) -> None:
+    """Refuse bad arguments before any slow step: reading the tower
+    and the weights takes minutes."""
+    if max_shard_bytes < 1:
+        raise ValueError(f"the shard size must be positive, got {max_shard_bytes} bytes")
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"{src}: no config.json (expected the official LLaVA-Med v1.5 "
+                                "folder)")
+    # replacing `out` would delete the source
+    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()) \
+            or src.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} and --src {src} overlap (the same folder, or one inside the "
+                         "other); write the converted model to a folder of its own")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty (pass overwrite=True / --overwrite "
+                              "to replace it)")
+
+
+def _read_source(src: Path, vision: str | None) -> tuple[dict, dict, str, object]:
+    """The official config.json, its multimodal options, and the CLIP tower it names
+    (or `vision`), checked to fit."""
+    raw = read_json(src / "config.json")
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{src / 'config.json'}: expected a JSON object")
+    options = official_options(raw, str(src / "config.json"))
+    vision = vision or options["vision"]
+    if not vision:
+        raise ConversionError(f"{src / 'config.json'}: no mm_vision_tower; pass the CLIP tower "
+                              "with --vision")
+    vision_config = _vision_config(vision)
+    if vision_config.hidden_size != options["mm_hidden_size"]:
+        raise ConversionError(f"{vision}: CLIP width {vision_config.hidden_size} does not match "
+                              f"the checkpoint's mm_hidden_size {options['mm_hidden_size']} "
+                              "(wrong --vision?)")
+    return raw, options, vision, vision_config
+
+
+def _generation_config(src: Path, text_config, pad_token_id: int | None) -> GenerationConfig:
+    """The source's generation settings when it has them, else its LM's bos/eos;
+    padding with our pad token."""
+    if (src / "generation_config.json").is_file():
+        generation = GenerationConfig.from_pretrained(src)
+    else:
+        generation = GenerationConfig(bos_token_id=text_config.bos_token_id,
+                                      eos_token_id=text_config.eos_token_id)
+    generation.pad_token_id = pad_token_id
+    return generation
 
 
 def _vision_config(vision: str):
@@ -308,18 +364,18 @@ def _vision_config(vision: str):
         return vision_config_of(vision)
     except OSError as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ConversionError(f"--vision {vision}: not a local CLIP folder, and not loadable from the hub ({first})") \
-            from None
+        raise ConversionError(f"--vision {vision}: not a local CLIP folder, and not loadable from "
+                              f"the hub ({first})") from None
 
 
-def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_rows: int, dtype: torch.dtype,
-                  max_shard_bytes: int, progress: bool) -> list[str]:
-    """Stream the official tensors, renamed, then the CLIP tower's, into shards under `folder`; return the names."""
+def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_rows: int,
+                  dtype: torch.dtype, max_shard_bytes: int, progress: bool) -> list[str]:
+    """Stream the official tensors, renamed, then the CLIP tower's, into shards under
+    `folder`; return the names."""
     writer = ShardWriter(folder, max_shard_bytes)
-    names = sorted(n for n in files if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES))
+    names = sorted(n for n in files
+                   if not n.startswith(IGNORED_PREFIXES) and not n.endswith(IGNORED_SUFFIXES))
     if progress:
-        from tqdm.auto import tqdm
-
         names = tqdm(names, desc="converting tensors")
     handles = {}
     for name in names:
@@ -329,7 +385,8 @@ def write_weights(folder: Path, files: dict[str, Path], tower, config, extra_row
             tensor = _grow_rows(tensor, extra_rows)
         writer.add(target_name(name), tensor.to(dtype))
     handles.clear()
-    if config.projector_hidden_act == "linear":  # transformers' projector has two layers: the second is the identity
+    if config.projector_hidden_act == "linear":
+        # transformers' projector has two layers: the second is the identity
         identity = new_projector(config, dtype).linear_2
         writer.add("model.multi_modal_projector.linear_2.weight", identity.weight.detach())
         writer.add("model.multi_modal_projector.linear_2.bias", identity.bias.detach())
@@ -344,21 +401,26 @@ def _check_complete(config, written: list[str]) -> None:
         expected = set(LlavaForConditionalGeneration(config).state_dict())
     missing, extra = sorted(expected - set(written)), sorted(set(written) - expected)
     if missing or extra:
-        raise RuntimeError(f"conversion wrote a layout Llava does not expect: missing {missing[:10]}, "
-                           f"extra {extra[:10]}")
+        raise RuntimeError(f"conversion wrote a layout Llava does not expect: missing "
+                           f"{missing[:10]}, extra {extra[:10]}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--src", required=True, help="the official checkpoint folder (llava-med-v1.5-mistral-7b)")
+    parser.add_argument("--src", required=True,
+                        help="the official checkpoint folder (llava-med-v1.5-mistral-7b)")
     parser.add_argument("--vision", default=None,
-                        help="CLIP tower: a hub name or a local folder (default: the config's mm_vision_tower, "
-                             "openai/clip-vit-large-patch14-336)")
-    parser.add_argument("--out", required=True, help="output folder for the Llava model and processor")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)")
+                        help="CLIP tower: a hub name or a local folder (default: the config's "
+                             "mm_vision_tower, openai/clip-vit-large-patch14-336)")
+    parser.add_argument("--out", required=True,
+                        help="output folder for the Llava model and processor")
+    parser.add_argument("--dtype", default=None,
+                        help="float32, bfloat16 or float16 (default: the checkpoint's)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer folder or hub name (default: --src); must be Mistral-7B's vocabulary")
-    parser.add_argument("--shard-gb", type=number(), default=SHARD_BYTES / 2**30, help="output shard size in GB")
+                        help="tokenizer folder or hub name (default: --src); must be Mistral-7B's "
+                             "vocabulary")
+    parser.add_argument("--shard-gb", type=number(), default=SHARD_BYTES / 2**30,
+                        help="output shard size in GB")
 
 
 def main(args: argparse.Namespace) -> int:

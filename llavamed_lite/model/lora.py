@@ -19,8 +19,8 @@ LM_TARGETS = r".*language_model.*\.(" + "|".join(LM_PROJECTIONS) + r")$"
 
 
 def lora_config(r: int, alpha: int, dropout: float, targets: str = LM_TARGETS) -> LoraConfig:
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                      modules_to_save=["multi_modal_projector"], task_type="CAUSAL_LM")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                      bias="none", modules_to_save=["multi_modal_projector"], task_type="CAUSAL_LM")
 
 
 def is_4bit(model: torch.nn.Module) -> bool:
@@ -33,9 +33,11 @@ def add_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float,
     """Wrap a Llava model with LoRA adapters on its LM projections; the vision tower stays frozen
     and adapter-free."""
     if is_4bit(model):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing)
     peft_model = get_peft_model(model, lora_config(r, alpha, dropout))
-    wrapped = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and "vision_tower" in n]
+    wrapped = [n for n, m in peft_model.named_modules()
+               if hasattr(m, "lora_A") and "vision_tower" in n]
     if wrapped:
         raise RuntimeError(f"LoRA adapters landed in the vision tower: {wrapped[:3]}")
     return peft_model

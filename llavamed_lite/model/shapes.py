@@ -1,7 +1,8 @@
-"""Architectures of the published towers, written out so parameter counts need no download (meta device).
+"""Architectures of the published towers, written out so parameter counts
+need no download (meta device).
 
-Values are those of the public configs of openai/clip-vit-large-patch14(-336), mistralai/Mistral-7B-Instruct-v0.2
-and LLaMA-7B (the base of Vicuna-7B, LLaVA-Med v1.0's LM)."""
+Values are those of the public configs of openai/clip-vit-large-patch14(-336),
+mistralai/Mistral-7B-Instruct-v0.2 and LLaMA-7B (the base of Vicuna-7B, LLaVA-Med v1.0's LM)."""
 
 from transformers import CLIPVisionConfig, LlamaConfig, MistralConfig
 

@@ -207,7 +207,8 @@ def mri(f: dict, g: Grid, rng: np.random.Generator) -> np.ndarray:
         r = (0.1 if f["size"] == "small" else 0.19) * (1 + j(0.1))
         if f["oedema"]:
             hemisphere = np.clip((g.x * (1 if cx > 0 else -1) - 0.02) / g.px, 0, 1)  # oedema stops at the midline
-            halo = g.ellipse(cx, cy, 1.8 * r + 0.06, wobble=wobble_fn(rng, 0.25)) * g.ellipse(0, 0, rx - 0.14, ry - 0.14)
+            halo = (g.ellipse(cx, cy, 1.8 * r + 0.06, wobble=wobble_fn(rng, 0.25))
+                    * g.ellipse(0, 0, rx - 0.14, ry - 0.14))
             halo = halo * hemisphere
             img = _paint(img, halo, 0.88 if t2 else 0.28)
         img = _paint(img, g.ellipse(cx, cy, r, wobble=wobble_fn(rng, 0.1)), 0.75 if t2 else 0.8)  # rim

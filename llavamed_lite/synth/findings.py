@@ -135,7 +135,8 @@ def validate_findings(findings: Any, where: str = "findings") -> dict:
         if name == "lesion_count" and isinstance(value, int) and not isinstance(value, bool) and value < 0:
             raise FindingsError(f"{where}: field 'lesion_count' must not be negative, got {value}")
         if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed if a == value):
-            raise FindingsError(f"{where}: field {name!r} = {value!r} not allowed for {domain!r}; choose from {allowed}")
+            raise FindingsError(f"{where}: field {name!r} = {value!r} not allowed for {domain!r}; "
+                                f"choose from {allowed}")
     parent, dependent = PRESENCE[domain]
     present = _present(findings)
     for name in dependent:

@@ -38,7 +38,8 @@ def modality_phrase(findings: dict, rng: Any) -> str:
     if d == "mri":
         s = f["sequence"]
         return _pick(rng, [f"Axial {s}-weighted MRI of the brain", f"Axial {s}W MR image of the brain",
-                           f"Brain MRI, axial {s}-weighted sequence", f"{s}-weighted magnetic resonance image (MRI), axial"])
+                           f"Brain MRI, axial {s}-weighted sequence",
+                           f"{s}-weighted magnetic resonance image (MRI), axial"])
     if d == "histology":
         return _pick(rng, ["Photomicrograph of the tissue (H&E)", "Histological section, haematoxylin and eosin stain",
                            "H&E-stained section", "Microscopic appearance of the lesion (H&E stain)"])
@@ -73,7 +74,8 @@ def findings_phrase(findings: dict, rng: Any) -> str:
         return _pick(rng, [f"a {f['size']} mass in the {f['side']} hemisphere {oedema}",
                            f"a {f['size']} {f['side']} hemispheric mass {oedema}"])
     if d == "histology":
-        cells = _pick(rng, [f"{f['density']} nuclei", f"{'densely' if f['density'] == 'dense' else 'sparsely'} cellular tissue"])
+        how = "densely" if f["density"] == "dense" else "sparsely"
+        cells = _pick(rng, [f"{f['density']} nuclei", f"{how} cellular tissue"])
         parts = [cells, "glands" if f["glands"] else "no glands", "necrosis" if f["necrosis"] else "no necrosis",
                  "nuclear atypia" if f["atypia"] else "bland nuclei"]
         return f"{', '.join(parts[:-1])} and {parts[-1]}"

@@ -1,9 +1,11 @@
-"""The training dataset (records tokenised and images checked up front) and the collator that pads a batch.
+"""The training dataset (records tokenised and images checked up front) and
+the collator that pads a batch.
 
-Tokenising every record and opening every image before training finds bad records at once, all of them, named (a
-truncated or corrupt file would otherwise stop a batch hours in), and gives the lengths that length-grouped sampling
-needs. Images are read again in the collator so memory stays flat whatever the data size; with an image cache they
-are shrunk once, during the check, to the model's input size, so a training step no longer decodes 1,000 px JPEGs.
+Tokenising every record and opening every image before training finds bad records at once, all of
+them, named (a truncated or corrupt file would otherwise stop a batch hours in), and gives the
+lengths that length-grouped sampling needs. Images are read again in the collator so memory stays
+flat whatever the data size; with an image cache they are shrunk once, during the check, to the
+model's input size, so a training step no longer decodes 1,000 px JPEGs.
 """
 
 import hashlib
@@ -17,32 +19,39 @@ from torch.utils.data import Dataset
 from ..data.formats import RecordError, validate_training_record
 from ..images import load_image
 from ..padding import pad_rows
-from .templates import IGNORE_INDEX, TruncationCounter, image_seq_length, tokenize_record, warn_truncation
+from .templates import (IGNORE_INDEX, TruncationCounter, image_seq_length, tokenize_record,
+                        warn_truncation)
 
 
 class ConversationDataset(Dataset):
-    """Records -> {input_ids, labels, image (path), id}. Every record is checked, its image opened once: bad records
-    (a missing, truncated, corrupt or too large image counts as bad) are listed in `self.errors`; without skip_bad
-    any raises one error listing all of them, with it they are skipped and reported. With `image_cache` (a folder)
-    and `image_size` ((side, pad_to_square), see image_input_size), images larger than the model's input are read
-    from shrunk copies made there once."""
+    """Records -> {input_ids, labels, image (path), id}. Every record is checked, its image
+    opened once: bad records (a missing, truncated, corrupt or too large image counts as bad) are
+    listed in `self.errors`; without skip_bad any raises one error listing all of them, with it
+    they are skipped and reported. With `image_cache` (a folder) and `image_size` ((side,
+    pad_to_square), see image_input_size), images larger than the model's input are read from
+    shrunk copies made there once."""
 
-    def __init__(self, records: list[dict], processor, template: str, max_length: int, image_folder: str | Path,
-                 skip_bad: bool = False, source: str = "<records>", image_cache: str | Path | None = None,
-                 image_size: tuple[int, bool] | None = None):
+    def __init__(self, records: list[dict], processor, template: str, max_length: int,
+                 image_folder: str | Path, skip_bad: bool = False, source: str = "<records>",
+                 image_cache: str | Path | None = None, image_size: tuple[int, bool] | None = None):
         if image_cache is not None and image_size is None:
-            raise ValueError("image_cache needs image_size (the model's input side and pad_to_square)")
+            raise ValueError("image_cache needs image_size (the model's input side and "
+                             "pad_to_square)")
         self.image_folder = Path(image_folder)
         self.errors: list[str] = []
         self.truncation = TruncationCounter()
         n_image = image_seq_length(processor)
         self.items = []
         for i, record in enumerate(records):
-            where = f"{source}: record {i}" + (f" (id {record.get('id')!r})" if isinstance(record, dict) else "")
+            where = f"{source}: record {i}"
+            if isinstance(record, dict):
+                where += f" (id {record.get('id')!r})"
             try:
                 record = validate_training_record(record, where)
-                image = checked_image(self.image_folder / record["image"], where, image_cache, image_size)
-                item = tokenize_record(record, processor.tokenizer, template, n_image, max_length, self.truncation, where)
+                image = checked_image(self.image_folder / record["image"], where, image_cache,
+                                      image_size)
+                item = tokenize_record(record, processor.tokenizer, template, n_image, max_length,
+                                       self.truncation, where)
             except RecordError as e:
                 self.errors.append(str(e))
                 continue
@@ -51,10 +60,11 @@ class ConversationDataset(Dataset):
         if self.errors and not skip_bad:
             raise RecordError(bad_records_message(source, self.errors))
         if self.errors:
-            print(f"{source}: skipped {len(self.errors)} bad records (skip_bad); the first: {self.errors[0]}",
-                  file=sys.stderr)
+            print(f"{source}: skipped {len(self.errors)} bad records (skip_bad); the first: "
+                  f"{self.errors[0]}", file=sys.stderr)
         if not self.items:
-            raise RecordError(f"{source}: no usable training records" + (f" ({len(self.errors)} bad)" if self.errors else ""))
+            bad = f" ({len(self.errors)} bad)" if self.errors else ""
+            raise RecordError(f"{source}: no usable training records{bad}")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -69,12 +79,13 @@ class ConversationDataset(Dataset):
 
 def bad_records_message(source: str, errors: list[str], shown: int = 20) -> str:
     more = f"\n  ... and {len(errors) - shown} more" if len(errors) > shown else ""
-    return (f"{source}: {len(errors)} bad training records (fix them, or set skip_bad=true to skip them):\n  "
-            + "\n  ".join(errors[:shown]) + more)
+    return (f"{source}: {len(errors)} bad training records (fix them, or set skip_bad=true to "
+            "skip them):\n  " + "\n  ".join(errors[:shown]) + more)
 
 
 def image_input_size(processor) -> tuple[int, bool]:
-    """(side, pad_to_square): the processor resizes the shorter side (the padded square's side) to `side`."""
+    """(side, pad_to_square): the processor resizes the shorter side (the
+    padded square's side) to `side`."""
     ip = processor.image_processor
     size = ip.crop_size if ip.do_center_crop else ip.size
     get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
@@ -82,9 +93,11 @@ def image_input_size(processor) -> tuple[int, bool]:
     return int(side), bool(getattr(ip, "do_pad", False))
 
 
-def checked_image(path: Path, where: str, cache: str | Path | None, size: tuple[int, bool] | None) -> Path:
-    """Open an image once, fully decoded, and return the file training should read: the image itself, or with a
-    cache a copy shrunk to the model's input size (made once, named by the source's path, size and time)."""
+def checked_image(path: Path, where: str, cache: str | Path | None,
+                  size: tuple[int, bool] | None) -> Path:
+    """Open an image once, fully decoded, and return the file training should read: the image
+    itself, or with a cache a copy shrunk to the model's input size (made once, named by the
+    source's path, size and time)."""
     if not path.is_file():
         raise RecordError(f"{where}: image file {path} does not exist")
     target = None
@@ -101,12 +114,14 @@ def checked_image(path: Path, where: str, cache: str | Path | None, size: tuple[
     if target is None:
         return path
     side, pad = size
-    scale = side / (max(image.size) if pad else min(image.size))  # pad: the square's side is the longer side
+    # pad: the square's side is the longer side
+    scale = side / (max(image.size) if pad else min(image.size))
     if scale >= 1 and path.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        return path  # small enough already (DICOM is cached anyway: it is windowed once, not at every step)
+        # small enough already (DICOM is cached anyway: it is windowed once, not at every step)
+        return path
     if scale < 1:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BICUBIC)
+        new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.stem}.{os.getpid()}.partial.png")
     image.save(partial)
@@ -123,9 +138,10 @@ def record_image(path: str | Path, record_id=None) -> Image.Image:
 
 
 class LlavaCollator:
-    """Pads input_ids (with the pad token) and labels (with -100) on the right, and turns the images into
-    pixel_values with the processor's image processor, or, with a feature cache (train/features.py), into the
-    cached vision features (B, T, D) that the tower then passes through."""
+    """Pads input_ids (with the pad token) and labels (with -100) on the right, and
+    turns the images into pixel_values with the processor's image processor, or, with a
+    feature cache (train/features.py), into the cached vision features (B, T, D) that
+    the tower then passes through."""
 
     def __init__(self, processor, features=None):
         self.image_processor = processor.image_processor
@@ -140,4 +156,5 @@ class LlavaCollator:
         else:
             images = [record_image(item["image"], item.get("id")) for item in batch]
             pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "pixel_values": pixel_values}

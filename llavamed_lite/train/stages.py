@@ -1,11 +1,14 @@
-"""Stage 1 (alignment), stage 2 (instruction tuning) and VQA fine-tuning on the transformers `Trainer`.
+"""Stage 1 (alignment), stage 2 (instruction tuning) and VQA fine-tuning
+on the transformers `Trainer`.
 
     stage 1: fresh composition (CLIP + LM + new projector); only the projector trains      -> run_dir/stage1/
     stage 2: stage 1's model; the projector + the LM (full) or LoRA adapters on the LM    -> run_dir/stage2/
-    vqa:     stage 2's model, the same recipe on VQA records      -> run_dir/vqa/ (tiny world), run_dir/vqa_rad/ (VQA-RAD)
-The vision tower never trains. Each stage leaves `model/` (save_pretrained, loads with plain transformers; for LoRA
-the merged export), `adapter/` (LoRA only), `checkpoints/` (the Trainer's, for --resume), `loss_history.json` and
-`summary.json`. The same function runs in a notebook, from the CLI, and under `accelerate launch` on many GPUs.
+    vqa:     stage 2's model, the same recipe on VQA records      -> run_dir/vqa/ (tiny world),
+                                                                     run_dir/vqa_rad/ (VQA-RAD)
+The vision tower never trains. Each stage leaves `model/` (save_pretrained, loads with plain
+transformers; for LoRA the merged export), `adapter/` (LoRA only), `checkpoints/` (the Trainer's,
+for --resume), `loss_history.json` and `summary.json`. The same function runs in a notebook, from
+the CLI, and under `accelerate launch` on many GPUs.
 """
 
 import contextlib
@@ -70,15 +73,17 @@ def stage_config(cfg: Config, stage: str) -> TrainConfig:
 
 
 def load_saved(path: Path, cfg: Config, four_bit: bool):
-    """A model a previous stage saved, optionally with its LM in 4-bit (QLoRA), left where from_pretrained puts it:
-    the Trainer moves it to the device."""
+    """A model a previous stage saved, optionally with its LM in 4-bit (QLoRA), left where
+    from_pretrained puts it: the Trainer moves it to the device."""
     dtype = resolve_dtype(cfg.model.dtype, resolve_device(cfg.device))
-    return load_llava(path, dtype, device=None, load_in_4bit=four_bit, attn_implementation=cfg.model.attn_implementation)
+    return load_llava(path, dtype, device=None, load_in_4bit=four_bit,
+                      attn_implementation=cfg.model.attn_implementation)
 
 
 def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = None):
-    """Stage 1 starts from a fresh composition; later stages from the previous stage's saved model. At tiny scale
-    a missing previous stage is trained first (minutes), at other scales it is an error naming the command."""
+    """Stage 1 starts from a fresh composition; later stages from the previous stage's saved
+    model. At tiny scale a missing previous stage is trained first (minutes), at other scales it
+    is an error naming the command."""
     four_bit = cfg.model.load_in_4bit if four_bit is None else four_bit
     if stage == "1":
         model_cfg = dataclasses.replace(cfg.model, load_in_4bit=four_bit)
@@ -86,14 +91,16 @@ def start_model(cfg: Config, stage: str, run_dir: Path, four_bit: bool | None = 
     upstream = RunDir(run_dir).model(UPSTREAM[stage])
     if not (upstream / "config.json").exists():
         if cfg.scale != "tiny":
-            raise FileNotFoundError(f"{upstream}: stage {stage} starts from stage {UPSTREAM[stage]}'s model; run "
-                                    f"`llavamed-lite train --stage {UPSTREAM[stage]} --scale {cfg.scale} --run-dir {run_dir}` first")
+            raise FileNotFoundError(
+                f"{upstream}: stage {stage} starts from stage {UPSTREAM[stage]}'s model; run "
+                f"`llavamed-lite train --stage {UPSTREAM[stage]} --scale {cfg.scale} --run-dir {run_dir}` first")
         train_stage(cfg, UPSTREAM[stage], run_dir)
     return load_saved(upstream, cfg, four_bit)
 
 
 class LogLastStep(TrainerCallback):
-    """Log the loss of the last step too, so `final_loss` is the loss where training ended whatever logging_steps."""
+    """Log the loss of the last step too, so `final_loss` is the loss where training
+    ended whatever logging_steps."""
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
@@ -108,7 +115,8 @@ class StepProgress(ProgressCallback):
 
 
 class LlavaTrainer(Trainer):
-    """The Trainer with a separate learning rate for the projector (a new layer learns faster than the LM)."""
+    """The Trainer with a separate learning rate for the projector (a new layer
+    learns faster than the LM)."""
 
     def __init__(self, *args, projector_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -120,30 +128,36 @@ class LlavaTrainer(Trainer):
             params = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
             projector = [p for n, p in params if "multi_modal_projector" in n]
             rest = [p for n, p in params if "multi_modal_projector" not in n]
-            groups = [{"params": rest, "weight_decay": self.args.weight_decay},
-                      {"params": projector, "weight_decay": self.args.weight_decay, "lr": self.projector_lr}]
+            decay = self.args.weight_decay
+            groups = [{"params": rest, "weight_decay": decay},
+                      {"params": projector, "weight_decay": decay, "lr": self.projector_lr}]
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             self.optimizer = optimizer_cls([g for g in groups if g["params"]], **optimizer_kwargs)
         return super().create_optimizer(model)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Checkpoints are saved in the hub's key layout (`language_model.model.layers...`), which the Trainer's raw
-        `load_state_dict` would silently miss: reload them through `from_pretrained`, which maps the keys back."""
+        """Checkpoints are saved in the hub's key layout (`language_model.model.layers...`), which
+        the Trainer's raw `load_state_dict` would silently miss: reload them through
+        `from_pretrained`, which maps the keys back."""
         model = self.model if model is None else model
         saved_model = (Path(resume_from_checkpoint) / "config.json").exists()
         if saved_model and not self.is_fsdp_enabled and not hasattr(model, "peft_config"):
-            if is_4bit(model):  # stage 1 in 4-bit: only the projector trains, the packed LM is as loaded
+            # stage 1 in 4-bit: only the projector trains, the packed LM is as loaded
+            if is_4bit(model):
                 load_projector(model, checkpoint_projector(Path(resume_from_checkpoint)))
                 return
-            with quiet_transformers():  # float32: the checkpoint holds float32 master weights of the trainable part
+            # float32: the checkpoint holds float32 master weights of the trainable part
+            with quiet_transformers():
                 saved = type(model).from_pretrained(resume_from_checkpoint, dtype=torch.float32)
             model.load_state_dict(saved.state_dict(), strict=True)
             return
-        super()._load_from_checkpoint(resume_from_checkpoint, model)  # LoRA (4-bit too): the adapter + projector
+        # LoRA (4-bit too): the adapter + projector
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
 
 def checkpoint_projector(checkpoint: Path) -> dict:
-    """The projector's weights from a checkpoint's safetensors files (hub key layout, maybe sharded)."""
+    """The projector's weights from a checkpoint's safetensors files (hub
+    key layout, maybe sharded)."""
     weights = {}
     for file in sorted(checkpoint.glob("*.safetensors")):
         weights.update({k: v for k, v in load_file(file).items() if "multi_modal_projector." in k})
@@ -152,7 +166,8 @@ def checkpoint_projector(checkpoint: Path) -> dict:
     return weights
 
 
-def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress: bool) -> TrainingArguments:
+def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path,
+                       progress: bool) -> TrainingArguments:
     cuda = resolve_device(cfg.device).type == "cuda"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -170,7 +185,8 @@ def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress:
         bf16=tc.bf16,  # autocast on the CPU too (fp32 master weights: see fp32_master_weights)
         tf32=True if (tc.tf32 and cuda) else None,
         activation_checkpointing=tc.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if tc.gradient_checkpointing else None,
+        activation_checkpointing_kwargs=({"use_reentrant": False} if tc.gradient_checkpointing
+                                         else None),
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
         remove_unused_columns=False,  # the collator needs the image path
         use_cpu=not cuda,
@@ -184,9 +200,9 @@ def training_arguments(tc: TrainConfig, cfg: Config, output_dir: Path, progress:
 def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool = False,
                 records: str | Path | None = None, image_folder: str | Path | None = None,
                 benchmark: str | None = None, callbacks: list | None = None, progress: bool = True) -> TrainResult:
-    """Train one stage and save it under its run_dir folder. `records`/`image_folder` override the inputs the data
-    source gives (llavamed_lite.sources); VQA trains on `benchmark` (default: data.benchmark); `resume` continues
-    from the last checkpoint."""
+    """Train one stage and save it under its run_dir folder. `records`/`image_folder` override the
+    inputs the data source gives (llavamed_lite.sources); VQA trains on `benchmark` (default:
+    data.benchmark); `resume` continues from the last checkpoint."""
     stage = check_stage(stage)
     run_dir = Path(run_dir)
     tc = stage_config(cfg, stage)
@@ -204,7 +220,7 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         return done
 
     lora = tc.lora and stage != "1"
-    four_bit = cfg.model.load_in_4bit and (lora or stage == "1")  # full fine-tuning needs the LM in full precision
+    four_bit = cfg.model.load_in_4bit and (lora or stage == "1")  # full fine-tuning: the LM in full precision
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
     transformers.set_seed(cfg.seed)
     model, processor = start_model(cfg, stage, run_dir, four_bit)
@@ -214,19 +230,57 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     fp32_master_weights(model, everything=fsdp)
     table = parameter_table(model)
 
-    with state.main_process_first():  # the main process checks every image (and shrinks it) once; the others reuse it
-        rows = load_records(records)
-        if tc.join_questions:
-            rows = join_by_image(rows, cfg.seed)
-        dataset = ConversationDataset(
-            rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
-            skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
-            image_size=image_input_size(processor))
-    features = VisionFeatureCache(model, processor, [item["image"] for item in dataset.items], progress=progress) \
-        if tc.cache_vision_features else None
+    # the main process checks every image (and shrinks it) once; the others reuse it
+    with state.main_process_first():
+        dataset = stage_dataset(cfg, tc, stage, records, image_folder, processor, out)
+    images = [item["image"] for item in dataset.items]
+    features = VisionFeatureCache(model, processor, images, progress=progress) if tc.cache_vision_features else None
+    trainer = stage_trainer(cfg, tc, stage, model, processor, dataset, features, out, callbacks, progress)
+    checkpoint = last_checkpoint(out, stage) if resume else None
+    start = time.time()
+    with reading_cached_features(model, features) if features else contextlib.nullcontext():
+        trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.time() - start
+
+    model_dir, adapter_dir = save_trained(cfg, stage, run_dir, out, trainer, processor, lora, fsdp)
+    history = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
+               for h in trainer.state.log_history if "loss" in h]
+    final_loss = history[-1]["loss"] if history else math.nan
+    if trainer.is_world_process_zero():
+        atomic_write_json(out / "loss_history.json", history)
+        atomic_write_json(out / "summary.json", {
+            "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
+            "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+            "processes": state.num_processes, "records": len(dataset), "skipped": dataset.errors,
+            "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit,
+            "parameters": table, "config": dataclasses.asdict(tc)})
+    state.wait_for_everyone()
+    return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
+                       len(dataset), dataset.errors, dataset.truncation.records)
+
+
+def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path,
+                  image_folder: str | Path, processor, out: Path) -> ConversationDataset:
+    """The stage's records tokenised with its template; one image's questions joined
+    into one conversation if asked."""
+    rows = load_records(records)
+    if tc.join_questions:
+        rows = join_by_image(rows, cfg.seed)
+    return ConversationDataset(
+        rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
+        skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
+        image_size=image_input_size(processor))
+
+
+def stage_trainer(cfg: Config, tc: TrainConfig, stage: str, model, processor,
+                  dataset: ConversationDataset, features: VisionFeatureCache | None, out: Path,
+                  callbacks: list | None, progress: bool) -> LlavaTrainer:
+    """The Trainer for one stage; the projector gets its own learning rate
+    where the LM trains beside it."""
     trainer = LlavaTrainer(
-        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress), train_dataset=dataset,
-        data_collator=LlavaCollator(processor, features), processing_class=processor.tokenizer,
+        model=model, args=training_arguments(tc, cfg, out / "checkpoints", progress),
+        train_dataset=dataset, data_collator=LlavaCollator(processor, features),
+        processing_class=processor.tokenizer,
         callbacks=[LogLastStep(), *(callbacks or [])],
         projector_lr=tc.projector_lr if stage != "1" else None)
     if not progress:  # without a progress bar the Trainer prints every log line; the loss is in loss_history.json
@@ -235,43 +289,42 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         for default in (NotebookProgressCallback, ProgressCallback):
             trainer.remove_callback(default)
         trainer.add_callback(StepProgress())
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if resume and (out / "checkpoints").is_dir() else None
-    if resume and checkpoint is None:
-        print(f"no checkpoint under {out / 'checkpoints'}: starting stage {stage} from the beginning")
-    start = time.time()
-    with reading_cached_features(model, features) if features else contextlib.nullcontext():
-        trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.time() - start
+    return trainer
 
+
+def last_checkpoint(out: Path, stage: str) -> str | None:
+    """The Trainer checkpoint --resume continues from; None (and a note) when there is none yet."""
+    folder = out / "checkpoints"
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if checkpoint is None:
+        print(f"no checkpoint under {folder}: starting stage {stage} from the beginning")
+    return checkpoint
+
+
+def save_trained(cfg: Config, stage: str, run_dir: Path, out: Path, trainer: Trainer, processor,
+                 lora: bool, fsdp: bool) -> tuple[Path, Path | None]:
+    """Save what trained under `out`: the adapter (LoRA) or the model, and a plain model/ for
+    LoRA and 4-bit runs so that the next stage and evaluation load it with plain transformers.
+    Returns (model_dir, adapter_dir)."""
     model_dir, adapter_dir = out / "model", (out / "adapter" if lora else None)
     if lora:
         trainer.save_model(str(adapter_dir))
     elif not is_4bit(trainer.model):
-        if not fsdp:  # the float32 master weights are saved in the configured dtype (FSDP gathers its own)
+        # the float32 master weights are saved in the configured dtype (FSDP gathers its own)
+        if not fsdp:
             trainer.model.to(resolve_dtype(cfg.model.dtype, resolve_device(cfg.device)))
         trainer.save_model(str(model_dir))
-    history = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
-               for h in trainer.state.log_history if "loss" in h]
-    final_loss = history[-1]["loss"] if history else math.nan
     if trainer.is_world_process_zero():
         if lora or is_4bit(trainer.model):
             export_plain(cfg, stage, run_dir, trainer.model, adapter_dir, model_dir)
         processor.save_pretrained(str(model_dir))
-        atomic_write_json(out / "loss_history.json", history)
-        atomic_write_json(out / "summary.json", {
-            "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
-            "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps, "processes": state.num_processes,
-            "records": len(dataset), "skipped": dataset.errors,
-            "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit, "parameters": table,
-            "config": dataclasses.asdict(tc)})
-    state.wait_for_everyone()
-    return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
-                       len(dataset), dataset.errors, dataset.truncation.records)
+    return model_dir, adapter_dir
 
 
 def finished_result(out: Path, tc: TrainConfig) -> TrainResult | None:
-    """The result of a stage that already ran to its end with this config (its summary.json reached max_steps),
-    else None. A stage stopped early, or one whose step count changed, is not finished."""
+    """The result of a stage that already ran to its end with this config (its
+    summary.json reached max_steps), else None. A stage stopped early, or one whose step
+    count changed, is not finished."""
     if not (out / "summary.json").is_file() or not (out / "model" / "config.json").is_file():
         return None
     summary = json.loads((out / "summary.json").read_text())
@@ -283,23 +336,27 @@ def finished_result(out: Path, tc: TrainConfig) -> TrainResult | None:
 
 
 def result_from_summary(out: Path) -> TrainResult:
-    """A TrainResult read back from a stage folder (a finished stage, or one trained by a launched process)."""
+    """A TrainResult read back from a stage folder (a finished stage, or one
+    trained by a launched process)."""
     summary = json.loads((out / "summary.json").read_text())
     history = json.loads((out / "loss_history.json").read_text())
     adapter_dir = out / "adapter" if summary["lora"] else None
-    return TrainResult(summary["stage"], summary["final_loss"], summary["seconds"], summary["steps"], out / "model",
-                       adapter_dir, history, summary["parameters"], summary["records"], summary["skipped"],
-                       summary["truncated"])
+    return TrainResult(summary["stage"], summary["final_loss"], summary["seconds"], summary["steps"],
+                       out / "model", adapter_dir, history, summary["parameters"],
+                       summary["records"], summary["skipped"], summary["truncated"])
 
 
-def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None, model_dir: Path) -> None:
-    """Save a plain full-precision model that transformers loads without peft or bitsandbytes: the starting model
-    reloaded un-quantised on the CPU, with the adapter merged (LoRA) or the trained projector copied (stage 1)."""
+def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None,
+                 model_dir: Path) -> None:
+    """Save a plain full-precision model that transformers loads without peft or bitsandbytes: the
+    starting model reloaded un-quantised on the CPU, with the adapter merged (LoRA) or the trained
+    projector copied (stage 1)."""
     with quiet_transformers():
         base, _ = start_model(cfg, stage, run_dir, four_bit=False)
     if adapter_dir is not None:
         base = merge_adapter(base.to("cpu"), adapter_dir)
     else:
-        load_projector(base, {k: v.to("cpu") for k, v in trained.model.multi_modal_projector.state_dict().items()})
+        projector = trained.model.multi_modal_projector.state_dict()
+        load_projector(base, {k: v.to("cpu") for k, v in projector.items()})
     base.save_pretrained(str(model_dir))
 
