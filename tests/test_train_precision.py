@@ -17,7 +17,8 @@ class FirstStep(TrainerCallback):
         self.before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.dtypes = {n: p.dtype for n, p in model.named_parameters()}
         self.autocast = []
-        inner = next(m for n, m in model.named_modules() if n.endswith("q_proj"))  # inside the autocast region
+        inner = next(m for n, m in model.named_modules()  # the LM's: it runs inside the autocast region at every
+                     if n.endswith("q_proj") and "language_model" in n)  # step (the tower may read cached features)
         inner.register_forward_hook(lambda *_: self.autocast.append(torch.is_autocast_enabled("cpu")))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
