@@ -145,7 +145,7 @@ def test_only_openai_named_without_a_base_url_needs_the_key(monkeypatch):
     assert "OPENAI_API_KEY" in message and "preview_prompt" in message
     assert judge_status(base_url="http://127.0.0.1:1/v1") is None
     assert judge_status("openai", base_url="http://127.0.0.1:1/v1") is None
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_API_KEY", "placeholder-test")
     assert judge_status("openai") is None
     with pytest.raises(ValueError, match="judge backend 'gpt4': choose one of stand-in, openai"):
         judge_status("gpt4")

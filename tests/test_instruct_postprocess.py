@@ -156,7 +156,7 @@ def test_cli_limit_takes_domains_in_turn_and_sends_mentions_by_default(tmp_path,
     from llavamed_lite.config import load_config
     from llavamed_lite.teaching_servers import LocalChatServer
 
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test")
+    monkeypatch.setenv("OPENAI_API_KEY", "placeholder-local-test")
     assert load_config("lora").data.with_mentions and load_config("full").data.with_mentions
     captions = [{**RECORD, "pair_id": f"{d}-{k}", "fig_caption": f"Figure {d} {k}.",
                  "domain": {x: x == d for x in DOMAINS}} for d in DOMAINS for k in range(3)]  # grouped by domain

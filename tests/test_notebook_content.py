@@ -3,12 +3,15 @@ repository, and every notebook frames itself with "What you should see" and "Exe
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-OUTSIDE = re.compile(r"\.\./shared|design\.md|reference\.md|tiny-mode-notes\.md")
+REPO = Path(__file__).resolve().parents[1]
+RELATIVE = re.compile(r"\.\./([\w.-]+)")  # notebooks run in notebooks/: ../X is the repository's X
+MARKDOWN_FILE = re.compile(r"\b[\w-]+\.md\b")
 NOISE = re.compile(r"Warning|Traceback|Error\b|Failed to load|warn\(")
 # 05 and 06 are being rewritten with their own framing; drop this once they carry both headings
 FRAMING_PENDING: set[str] = set()
@@ -45,12 +48,29 @@ def test_no_warnings_or_tracebacks_in_outputs(path):
     assert not found, f"{path.name}: warnings or tracebacks in the outputs:\n" + "\n".join(found)
 
 
+def outside(text: str, markdown_files: set[str]) -> list[str]:
+    """What a reader of a clone cannot follow: ../X where the repository has no X, or a Markdown file it lacks."""
+    bad = [m.group(0) for m in RELATIVE.finditer(text) if not (REPO / m.group(1)).exists()]
+    return bad + [m.group(0) for m in MARKDOWN_FILE.finditer(text) if m.group(0) not in markdown_files]
+
+
+@pytest.fixture(scope="module")
+def markdown_files() -> set[str]:
+    listed = subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, capture_output=True, text=True).stdout
+    return {Path(line).name for line in listed.split()}
+
+
+def test_outside_finds_paths_a_clone_lacks():
+    assert outside("see ../README.md and ../docs", {"README.md"}) == []
+    assert outside("see ../nowhere/notes.md and plan.md", {"README.md"}) == ["../nowhere", "notes.md", "plan.md"]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_nothing_points_outside_the_repository(path):
-    found = [f"cell {i} (source): {m.group(0)}" for i, cell in enumerate(cells(path))
-             for m in OUTSIDE.finditer("".join(cell["source"]))]
-    found += [f"cell {i} ({kind}): {m.group(0)}" for i, cell in enumerate(cells(path))
-              for kind, text in output_texts(cell) for m in OUTSIDE.finditer(text)]
+def test_nothing_points_outside_the_repository(path, markdown_files):
+    found = [f"cell {i} (source): {hit}" for i, cell in enumerate(cells(path))
+             for hit in outside("".join(cell["source"]), markdown_files)]
+    found += [f"cell {i} ({kind}): {hit}" for i, cell in enumerate(cells(path))
+              for kind, text in output_texts(cell) for hit in outside(text, markdown_files)]
     assert not found, f"{path.name} points outside the repository:\n" + "\n".join(found)
 
 
