@@ -80,17 +80,17 @@ def examples_per_record(records_file: Path, stage: str, joined: bool) -> float:
 
 def run_case(stage: str, case: str, overrides: dict, steps: int, run_dir: Path, records: Path, folder: Path) -> dict:
     settings = {**TODAY, **overrides}
-    bf16_steps = 3 if settings["bf16"] and not fast_bf16() else steps  # emulated bf16: a few steps tell enough
+    timed_steps = 3 if settings["bf16"] and not fast_bf16() else steps  # emulated bf16: a few steps tell enough
     cfg = load_config("tiny", {f"{stage_key(stage)}.{k}": v for k, v in settings.items()}
-                      | {f"{stage_key(stage)}.max_steps": bf16_steps + 1, f"{stage_key(stage)}.save_steps": 10_000})
+                      | {f"{stage_key(stage)}.max_steps": timed_steps + 1, f"{stage_key(stage)}.save_steps": 10_000})
     clock = StepClock()
     train_stage(cfg, stage, run_dir, records=records, image_folder=folder, callbacks=[clock], progress=False)
     batch = stage_config(cfg, stage).batch_size
     per_record = examples_per_record(records, stage, settings["join_questions"])
     seconds = clock.times[-1] - clock.times[0]
-    rate = bf16_steps * batch * per_record / seconds
-    print(f"stage {stage:3s} {case:16s} {rate:8.1f} samples/s ({bf16_steps} steps in {seconds:.1f} s)")
-    return {"stage": stage, "case": case, "settings": settings, "steps": bf16_steps, "seconds": seconds,
+    rate = timed_steps * batch * per_record / seconds
+    print(f"stage {stage:3s} {case:16s} {rate:8.1f} samples/s ({timed_steps} steps in {seconds:.1f} s)")
+    return {"stage": stage, "case": case, "settings": settings, "steps": timed_steps, "seconds": seconds,
             "samples_per_s": rate}
 
 
