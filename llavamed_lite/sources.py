@@ -138,24 +138,34 @@ def caption_samples(cfg: Config, run_dir: str | Path, records: Records, n: int =
              "caption": r.get("conversations", r.get("conversatons"))[1]["value"]} for r in rows]
 
 
+# What stage 1 already answers from a caption-style reply (the domain and the body part); a chat that only asks
+# these shows nothing stage 2 adds, so the tiny chat asks about findings, sides, sizes, counts ...
+CAPTION_QUESTION_TYPES = ("modality", "organ")
+
+
 def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3,
                  turns: int = 3) -> list[dict]:
-    """Figures to chat about before and after stage 2, each {id, image, questions, answers}:
-    the tiny world's held-out questions at source tiny; otherwise the first n stage-2
-    conversations' own questions."""
+    """Figures to chat about before and after stage 2, each {id, image, questions, answers,
+    answer_types, findings}: at source tiny the first n held-out figures with `turns` questions
+    beyond modality and organ (and their true findings); otherwise the first n stage-2
+    conversations' own questions (answer types and findings unknown: None)."""
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
+        findings = {r["pair_id"]: r["findings"] for r in read_caption_file(world["captions_heldout"])}
         by_pair = defaultdict(list)
         for q in load_records(world["vqa_heldout"]):
-            by_pair[q["pair_id"]].append(q)
-        groups = [(pid, world["root"] / qs[0]["image"], [q["conversations"] for q in qs[:turns]])
-                  for pid, qs in list(by_pair.items())[:n]]
+            if q["question_type"] not in CAPTION_QUESTION_TYPES:
+                by_pair[q["pair_id"]].append(q)
+        chosen = [(pid, qs[:turns]) for pid, qs in by_pair.items() if len(qs) >= turns][:n]
+        groups = [(pid, world["root"] / qs[0]["image"], [q["conversations"] for q in qs],
+                   [q["answer_type"] for q in qs], findings[pid]) for pid, qs in chosen]
     else:
         groups = [(r["id"], records.image_folder / r["image"],
-                   [conversations_of(r)[k:k + 2] for k in range(0, 2 * turns, 2)])
+                   [conversations_of(r)[k:k + 2] for k in range(0, 2 * turns, 2)], None, None)
                   for r in load_records(records.path)[:n]]
     return [{"id": gid, "image": str(image),
              "questions": [c[0]["value"].replace(IMAGE_TOKEN, "").strip()
                            for c in convs if len(c) == 2],
-             "answers": [c[1]["value"] for c in convs if len(c) == 2]}
-            for gid, image, convs in groups]
+             "answers": [c[1]["value"] for c in convs if len(c) == 2],
+             "answer_types": types, "findings": truth}
+            for gid, image, convs, types, truth in groups]

@@ -14,7 +14,7 @@ from llavamed_lite.data.pipeline import Curator, find_sources
 from llavamed_lite.instruct import make_backend, synthesize, write_instruct
 from llavamed_lite.paths import DATA_SAMPLES, REPO_ROOT
 from llavamed_lite.runs import ARTIFACTS, MissingInput, Records, RunDir, artifacts_table
-from llavamed_lite.sources import stage_inputs
+from llavamed_lite.sources import CAPTION_QUESTION_TYPES, chat_samples, stage_inputs
 
 SMALL = {"data.n_train_figures": 10, "data.n_heldout_figures": 5}
 # a path joined onto a run directory by hand: `run_dir / "stage2"`, `Path(run_dir) / ...`, `run / "data"`, or the
@@ -60,6 +60,20 @@ def test_tiny_source_builds_its_inputs_on_demand(tmp_path):
     for records in (one, two, vqa):
         rows = load_records(records.path)
         assert rows and all((records.image_folder / r["image"]).is_file() for r in rows)
+
+
+def test_tiny_chat_samples_ask_beyond_what_captions_answer_and_carry_their_truth(tmp_path):
+    cfg = load_config("tiny", {"data.n_train_figures": 10, "data.n_heldout_figures": 20})
+    samples = chat_samples(cfg, tmp_path, stage_inputs(cfg, "2", tmp_path), n=4, turns=2)
+    heldout = {q["pair_id"]: q for q in load_records(tmp_path / "data" / "vqa_heldout.json")}
+    truth = {r["pair_id"]: r["findings"] for r in read_caption_file(tmp_path / "data" / "captions_heldout.json")}
+    assert len(samples) == 4
+    for s in samples:
+        asked = [q for q in load_records(tmp_path / "data" / "vqa_heldout.json") if q["pair_id"] == s["id"]
+                 and q["conversations"][0]["value"].replace("<image>", "").strip() in s["questions"]]
+        assert len(s["questions"]) == len(s["answers"]) == len(s["answer_types"]) == 2
+        assert {q["question_type"] for q in asked}.isdisjoint(CAPTION_QUESTION_TYPES)
+        assert s["findings"] == truth[s["id"]] and s["id"] in heldout
 
 
 @pytest.mark.parametrize("scale", ["lora", "full"])

@@ -6,7 +6,7 @@ import pytest
 from llavamed_lite.data.formats import DOMAINS
 from llavamed_lite.synth.findings import sample_findings
 from llavamed_lite.synth.questions import describe
-from llavamed_lite.synth.read import check_findings, closed_answer_right, read_findings
+from llavamed_lite.synth.read import check_findings, closed_answer_right, read_findings, score_by_findings
 from llavamed_lite.synth.text import caption, mentions, paraphrase
 
 
@@ -49,3 +49,17 @@ def test_closed_answers_are_scored_by_meaning_not_by_their_first_word():
     assert not closed_answer_right("No, the nuclei show no atypia.", "no", slide)  # right word, invented finding
     assert not closed_answer_right("No, the nuclei are sparse.", "yes", slide)  # contradicts itself and the truth
     assert not closed_answer_right("The nuclei are sparse.", "yes", slide)  # no yes/no given
+
+
+def test_score_by_findings_counts_closed_answers_by_meaning_and_every_false_finding():
+    xray = {"domain": "chest_xray", "nodule": True, "side": "left", "zone": "upper", "size": "small",
+            "cardiomegaly": False}
+    answers = ["Yes, there is a small nodule in the left upper zone.",  # right, 4 true findings
+               "No, the heart is enlarged.",                            # yes/no right, but a false finding
+               "The nodule is on the right side."]                      # open: a true and a false finding
+    scores = score_by_findings(answers, ["yes", "no", "left"], ["CLOSED", "CLOSED", "OPEN"], [xray] * 3)
+    assert (scores["closed_right"], scores["n_closed"]) == (1, 2)
+    assert scores["findings_false"] == 2 and scores["findings_stated"] == 4 + 1 + 2
+    assert scores["with_false"] == [1, 2]
+    with pytest.raises(ValueError, match="differ in length"):
+        score_by_findings(answers, ["yes"], ["CLOSED"] * 3, [xray] * 3)

@@ -90,3 +90,28 @@ def closed_answer_right(answer: str, truth: str, findings: dict) -> bool:
     words = re.findall(r"[a-z]+", answer.lower())
     said = words[0] if words and words[0] in ("yes", "no") else None
     return said == truth.lower() and not check_findings(answer, findings)["wrong"]
+
+
+def score_by_findings(predictions: list[str], answers: list[str], answer_types: list[str],
+                      findings: list[dict]) -> dict:
+    """Answers scored by what they mean, against each question's figure findings: closed answers right by meaning
+    (closed_answer_right) and the findings every answer states, true or false (check_findings).
+
+    Returns {closed_right, n_closed, findings_stated, findings_false, with_false}; with_false lists the indices of
+    the answers that state at least one false finding (where the model hallucinates)."""
+    if not len(predictions) == len(answers) == len(answer_types) == len(findings):
+        raise ValueError(f"score_by_findings: predictions ({len(predictions)}), answers ({len(answers)}), "
+                         f"answer_types ({len(answer_types)}) and findings ({len(findings)}) differ in length")
+    closed_right = n_closed = stated = false = 0
+    with_false = []
+    for i, (prediction, answer, kind, truth) in enumerate(zip(predictions, answers, answer_types, findings)):
+        checked = check_findings(prediction, truth)
+        stated += len(checked["right"]) + len(checked["wrong"])
+        false += len(checked["wrong"])
+        if checked["wrong"]:
+            with_false.append(i)
+        if kind == "CLOSED":
+            n_closed += 1
+            closed_right += closed_answer_right(prediction, answer, truth)
+    return {"closed_right": closed_right, "n_closed": n_closed, "findings_stated": stated,
+            "findings_false": false, "with_false": with_false}
