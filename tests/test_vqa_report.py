@@ -11,7 +11,7 @@ from llavamed_lite.eval.evaluate import answer_items, default_model_id
 from llavamed_lite.eval.paper import vqa_table
 from llavamed_lite.eval.report import (
     baseline_scores, examples_table, forgiven_examples, paper_table, pick_examples, plot_by_question_type,
-    plot_gallery, predictions_for, scores_of, scores_table)
+    plot_gallery, plot_paper_comparison, predictions_for, scores_of, scores_table)
 from llavamed_lite.eval.vqa import VQAItem, load_vqa_rad
 from llavamed_lite.runs import RunDir
 
@@ -86,6 +86,19 @@ def test_plots(rad_test):
     assert len(fig.axes) == 8
     with pytest.raises(ValueError, match="no questions"):
         plot_gallery(items, preds, indices=[])
+
+
+def test_paper_comparison_bars_colour_the_paper_ours_and_baselines(rad_test):
+    items = rad_test[:40]
+    rows = vqa_table("vqa-rad", {"tiny (ours)": scores_of(items, ["yes"] * len(items)),
+                                 'baseline: always "yes"': scores_of(items, ["yes"] * len(items))})
+    fig = plot_paper_comparison(rows, "VQA-RAD")
+    closed = fig.axes[0].patches
+    assert len(closed) == len(rows) and [round(p.get_width(), 2) for p in closed] == [r["closed"] for r in rows]
+    colours = {r["method"]: p.get_facecolor() for r, p in zip(rows, closed)}
+    assert colours["tiny (ours)"] != colours['baseline: always "yes"'] != colours["LLaVA (general)"]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == rows[0]["method"]  # first row on top
 
 
 def test_answer_items_resumes_and_names_the_model(tiny_llava_dir, rad_test, tmp_path):

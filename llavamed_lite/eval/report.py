@@ -107,7 +107,7 @@ def plot_by_question_type(scores: dict[str, dict], ax_closed=None, ax_open=None,
         ax.set_title(f"{kind} questions per type (n below): "
                      + ("accuracy\n(bars: paper metric, black ticks: strict)" if kind == "closed"
                         else "recall (paper metric)"), fontsize=10)
-    ax_open.legend(fontsize=8)
+    ax_open.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, not on them
     fig.tight_layout()
     return fig
 
@@ -201,3 +201,27 @@ def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = 
         ax.legend()
     ax.figure.tight_layout()
     return ax.figure
+
+def plot_paper_comparison(rows: Sequence[dict], title: str = ""):
+    """`paper.vqa_table` rows as horizontal bars, closed accuracy and open recall (paper metric) per method:
+    the paper's rows in blue, ours in orange, question-only baselines (methods starting "baseline") in grey."""
+    rows = [r for r in rows if r["closed"] is not None or r["open"] is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(rows) + 1.4), sharey=True)
+    y = np.arange(len(rows))[::-1]  # the first row on top
+    colours = ["tab:grey" if r["method"].startswith("baseline") else
+               "tab:orange" if "(ours" in r["method"] else "tab:blue" for r in rows]
+    for ax, key, label in ((axes[0], "closed", "closed accuracy (paper metric), %"),
+                           (axes[1], "open", "open recall (paper metric), %")):
+        values = [r[key] or 0.0 for r in rows]
+        ax.barh(y, values, color=colours)
+        for yi, v, r in zip(y, values, rows):
+            ax.text(v + 1, yi, "n/a" if r[key] is None else f"{v:.1f}", va="center", fontsize=8)
+        ax.set_xlim(0, 105)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels([textwrap.shorten(r["method"], 48) for r in rows], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -5,6 +5,8 @@ template) and multi-turn chats (stage 2's mistral_instruct format), greedy, thro
 
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..data.alignment import BRIEF_INSTRUCTIONS
 from ..data.domains import classify_caption
 from ..data.formats import IMAGE_TOKEN
@@ -13,14 +15,16 @@ from .collator import record_image
 
 
 def generate_captions(model, processor, image_paths: list[str | Path], batch_size: int = 64,
-                      max_new_tokens: int = 40, template: str = "plain") -> list[str]:
+                      max_new_tokens: int = 40, template: str = "plain", progress: bool = True) -> list[str]:
     """Captions in the stage's template: the image (with llava_med_v1, after the first of stage 1's
     requests for a description; plain drops the request), then whatever the model writes."""
     ids = prompt(processor, f"{BRIEF_INSTRUCTIONS[0]}\n{IMAGE_TOKEN}", template)
     captions = []
-    for start in range(0, len(image_paths), batch_size):
-        images = [record_image(p) for p in image_paths[start:start + batch_size]]
-        captions += generate(model, processor, [ids] * len(images), images, max_new_tokens)
+    with tqdm(total=len(image_paths), desc="captions", unit="fig", disable=not progress) as bar:
+        for start in range(0, len(image_paths), batch_size):
+            images = [record_image(p) for p in image_paths[start:start + batch_size]]
+            captions += generate(model, processor, [ids] * len(images), images, max_new_tokens)
+            bar.update(len(images))
     return captions
 
 
