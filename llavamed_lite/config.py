@@ -79,6 +79,12 @@ class TrainConfig:
     # Run the frozen vision tower once per training image before the stage and read its features at every step
     # (train/features.py): the same features, no image decoding or tower pass per step; kept in memory.
     cache_vision_features: bool = False
+    # A held-out metric over training steps: every `heldout_every` steps (and at steps 0 and last; 0 = off) answer
+    # the first `heldout_questions` test questions of the stage's benchmark and record the paper's closed accuracy
+    # and open recall (train/heldout.py): the training loss says how well the model fits its records, this says
+    # whether it answers unseen questions better. Stage 2 and VQA only; each point costs an evaluation.
+    heldout_every: int = 0
+    heldout_questions: int = 300
 
 
 @dataclass
@@ -126,8 +132,9 @@ def _tiny() -> Config:
     return Config(
         scale="tiny",
         stage1=TrainConfig(max_steps=280, lr=1e-3, save_steps=100, group_by_length=True, **fast),
-        stage2=TrainConfig(max_steps=1000, lr=3e-4, projector_lr=1e-3, save_steps=500, group_by_length=True, **fast),
-        vqa=TrainConfig(epochs=4.5, lr=1e-4, projector_lr=3e-4, save_steps=2000, **fast),
+        stage2=TrainConfig(max_steps=1000, lr=3e-4, projector_lr=1e-3, save_steps=500, group_by_length=True,
+                           heldout_every=100, **fast),
+        vqa=TrainConfig(epochs=4.5, lr=1e-4, projector_lr=3e-4, save_steps=2000, heldout_every=500, **fast),
     )
 
 
@@ -198,6 +205,9 @@ def apply_quick(cfg: Config) -> Config:
         stage.max_steps = steps if stage.max_steps < 0 else min(stage.max_steps, steps)
         if cfg.scale != "tiny":
             stage.batch_size, stage.grad_accum = 2, 1
+        if stage.heldout_every > 0:  # the curve's start, middle and end, on a few questions
+            stage.heldout_every = max(1, stage.max_steps // 2)
+            stage.heldout_questions = min(stage.heldout_questions, QUICK_EVAL[cfg.scale])
     cfg.data.n_train_figures, cfg.data.n_heldout_figures, cfg.data.n_articles = QUICK_WORLD[cfg.scale]
     cfg.data.eval_limit = QUICK_EVAL[cfg.scale]
     if cfg.scale != "tiny":
@@ -238,7 +248,8 @@ _RANGES = {
                     "batch_size": (1, None, True), "grad_accum": (1, None, True), "warmup_ratio": (0, 1, True),
                     "weight_decay": (0, None, True), "max_length": (1, None, True), "lora_r": (1, None, True),
                     "lora_alpha": (0, None, False), "lora_dropout": (0, 1, True), "save_steps": (1, None, True),
-                    "logging_steps": (1, None, True), "num_workers": (0, None, True)},
+                    "logging_steps": (1, None, True), "num_workers": (0, None, True),
+                    "heldout_every": (0, None, True), "heldout_questions": (1, None, True)},
     "DataConfig": {"image_size": (1, None, True), "n_train_figures": (1, None, True),
                    "n_heldout_figures": (1, None, True), "n_articles": (1, None, True),
                    "max_articles": (1, None, True), "max_pairs": (1, None, True),

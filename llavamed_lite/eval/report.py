@@ -13,6 +13,7 @@ import textwrap
 from typing import Iterable, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 from PIL import ImageOps
 
@@ -201,6 +202,37 @@ def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = 
         ax.legend()
     ax.figure.tight_layout()
     return ax.figure
+
+
+def plot_heldout(curves: Sequence[dict] | dict[str, Sequence[dict]], title: str = "held-out metric",
+                 consecutive: bool = False, ax=None):
+    """A stage's heldout_curve.json (step, closed, open) as two lines, closed accuracy (solid) and
+    open recall (dashed), or several runs ({label: curve}) in one colour each. `consecutive`: the
+    runs followed each other (stage 2, then VQA fine-tuning), so each starts on the step axis where
+    the one before ended, at a dotted line. The paper's metric, from 0 to 1."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    runs = curves if isinstance(curves, dict) else {None: curves}
+    start = 0
+    for i, (label, rows) in enumerate(runs.items()):
+        steps = [start + p["step"] for p in rows]
+        for key, style, name in (("closed", "-", "closed accuracy"), ("open", "--", "open recall")):
+            values = [np.nan if p[key] is None else p[key] for p in rows]
+            ax.plot(steps, values, style, marker="o", markersize=3, color=f"C{i}",
+                    label=f"{label}: {name}" if label else name)
+        if consecutive and i > 0:
+            ax.axvline(start, color="grey", linestyle=":", linewidth=1)
+        start = steps[-1] if consecutive and steps else start
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("paper metric")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside the axes, off the lines
+    ax.figure.tight_layout()
+    return ax.figure
+
 
 def plot_paper_comparison(rows: Sequence[dict], title: str = ""):
     """`paper.vqa_table` rows as horizontal bars, closed accuracy and open recall (paper metric) per method:

@@ -40,6 +40,7 @@ from ..model.placement import resolve_device, resolve_dtype
 from ..runs import STAGES, RunDir
 from .collator import ConversationDataset, LlavaCollator, image_input_size
 from .features import VisionFeatureCache, reading_cached_features
+from .heldout import HELDOUT_FILE, HeldoutCurve, heldout_items
 
 STAGE_CONFIGS = {"1": "stage1", "2": "stage2", "vqa": "vqa"}  # the Config field of each stage
 UPSTREAM = {"2": "1", "vqa": "2"}
@@ -59,6 +60,7 @@ class TrainResult:
     n_records: int
     skipped: list[str] = field(default_factory=list)
     truncated: int = 0
+    heldout: list[dict] = field(default_factory=list)  # heldout_curve.json: [{"step", "closed", "open"}, ...]
 
 
 def check_stage(stage) -> str:
@@ -222,19 +224,16 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     lora = tc.lora and stage != "1"
     four_bit = cfg.model.load_in_4bit and (lora or stage == "1")  # full fine-tuning: the LM in full precision
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
-    transformers.set_seed(cfg.seed)
-    model, processor = start_model(cfg, stage, run_dir, four_bit)
-    freeze_for_stage(model, "1" if lora else stage)  # LoRA: the LM stays frozen, peft adds what trains
-    if lora:
-        model = add_lora(model, tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.gradient_checkpointing)
-    fp32_master_weights(model, everything=fsdp)
+    model, processor = stage_model(cfg, tc, stage, run_dir, lora, four_bit, fsdp)
     table = parameter_table(model)
+    heldout = heldout_curve(cfg, tc, stage, run_dir, benchmark, processor, out, fsdp)
 
     # the main process checks every image (and shrinks it) once; the others reuse it
     with state.main_process_first():
         dataset = stage_dataset(cfg, tc, stage, records, image_folder, processor, out)
     images = [item["image"] for item in dataset.items]
     features = VisionFeatureCache(model, processor, images, progress=progress) if tc.cache_vision_features else None
+    callbacks = [*([heldout] if heldout else []), *(callbacks or [])]  # yours see the model after it measured
     trainer = stage_trainer(cfg, tc, stage, model, processor, dataset, features, out, callbacks, progress)
     checkpoint = last_checkpoint(out, stage) if resume else None
     start = time.time()
@@ -256,7 +255,41 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
             "parameters": table, "config": dataclasses.asdict(tc)})
     state.wait_for_everyone()
     return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
-                       len(dataset), dataset.errors, dataset.truncation.records)
+                       len(dataset), dataset.errors, dataset.truncation.records, heldout.curve if heldout else [])
+
+
+def stage_model(cfg: Config, tc: TrainConfig, stage: str, run_dir: Path, lora: bool, four_bit: bool,
+                fsdp: bool):
+    """The stage's starting model, frozen for the stage (LoRA adapters added), and its processor."""
+    transformers.set_seed(cfg.seed)
+    model, processor = start_model(cfg, stage, run_dir, four_bit)
+    freeze_for_stage(model, "1" if lora else stage)  # LoRA: the LM stays frozen, peft adds what trains
+    if lora:
+        model = add_lora(model, tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.gradient_checkpointing)
+    fp32_master_weights(model, everything=fsdp)
+    return model, processor
+
+
+def heldout_curve(cfg: Config, tc: TrainConfig, stage: str, run_dir: Path, benchmark: str, processor,
+                  out: Path, fsdp: bool) -> HeldoutCurve | None:
+    """The held-out metric's callback when `heldout_every` asks for one (stage 2 and VQA: stage 1 learns
+    captions, not answers), else None. The curve is an extra the tiny preset turns on: where it cannot be
+    measured (records given by hand without a tiny world, FSDP) the stage trains without it and says why."""
+    if tc.heldout_every <= 0 or stage == "1":
+        return None
+    why, items = None, []
+    if fsdp:
+        why = "FSDP shards the model over the processes and the main process alone cannot answer with it"
+    else:
+        try:
+            items = heldout_items(cfg, run_dir, benchmark, tc.heldout_questions)
+        except FileNotFoundError as e:
+            why = str(e)
+    if why is not None:
+        if PartialState().is_main_process:
+            print(f"no held-out curve: {why} (set {STAGE_CONFIGS[stage]}.heldout_every=0 to silence this)")
+        return None
+    return HeldoutCurve(items, processor, tc.heldout_every, out / HELDOUT_FILE)
 
 
 def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path,
@@ -341,9 +374,12 @@ def result_from_summary(out: Path) -> TrainResult:
     summary = json.loads((out / "summary.json").read_text())
     history = json.loads((out / "loss_history.json").read_text())
     adapter_dir = out / "adapter" if summary["lora"] else None
+    # a curve left by an earlier run of this folder is not this run's
+    measured = summary["config"].get("heldout_every", 0) > 0 and (out / HELDOUT_FILE).is_file()
+    heldout = json.loads((out / HELDOUT_FILE).read_text()) if measured else []
     return TrainResult(summary["stage"], summary["final_loss"], summary["seconds"], summary["steps"],
                        out / "model", adapter_dir, history, summary["parameters"],
-                       summary["records"], summary["skipped"], summary["truncated"])
+                       summary["records"], summary["skipped"], summary["truncated"], heldout)
 
 
 def export_plain(cfg: Config, stage: str, run_dir: Path, trained, adapter_dir: Path | None,
