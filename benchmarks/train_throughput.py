@@ -381,7 +381,7 @@ def compare(shape: str, device: str, warmup: int, steps: int) -> list[dict]:
             except Exception as error:  # one failing case must not lose the others' figures (GPU time is scarce)
                 traceback.print_exc()
                 row = {"case": case, "kind": kind, "error": f"{type(error).__name__}: {error}"[:2000]}
-                free_memory(device)
+            free_memory(device)  # out of the except block: the traceback's frames hold the failed case's model
             rows.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
                               if k != "losses"}), flush=True)
