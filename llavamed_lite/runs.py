@@ -64,10 +64,11 @@ ARTIFACTS = {
                          "03, `synthesize` (tiny: also 05 on demand)", "05 and `train --stage 2`"),
     "stage1": Artifact("stage1/", "model/, checkpoints/, loss_history.json, summary.json", "04, `train --stage 1`",
                        "05, 06, `train --stage 2`"),
-    "stage2": Artifact("stage2/", "the same for stage 2; eval_<benchmark>/ with answers and scores",
+    "stage2": Artifact("stage2/", "the same for stage 2, with heldout_curve.json (the held-out metric over steps); "
+                     "eval_<benchmark>/ with answers and scores",
                        "05, `train --stage 2`", "06, 07, `chat`, `evaluate`"),
-    "vqa": Artifact("vqa/, vqa_<benchmark>/", "VQA fine-tuned models (tiny world, or a benchmark) and their "
-                    "eval_<benchmark>/answers.jsonl, scores.json", "06, `train --stage vqa`, `evaluate`", "06"),
+    "vqa": Artifact("vqa/, vqa_<benchmark>/", "VQA fine-tuned models (tiny world, or a benchmark), their "
+                    "heldout_curve.json, and eval_<benchmark>/answers.jsonl, scores.json", "06, `train --stage vqa`, `evaluate`", "06"),
     "metrics": Artifact("metrics.json", "every metric the notebooks recorded", "00-07", "`run` (summary.json)"),
     "summary": Artifact("summary.json, notebooks/", "the executed notebooks, their times and metrics", "`run`",
                         "you"),

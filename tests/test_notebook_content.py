@@ -48,6 +48,18 @@ def test_no_warnings_or_tracebacks_in_outputs(path):
     assert not found, f"{path.name}: warnings or tracebacks in the outputs:\n" + "\n".join(found)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_trainer_tables_and_one_line_per_progress_bar(path):
+    """Training shows one text progress bar (train/stages.StepProgress), not the Trainer's HTML table of logged
+    losses; a bar's settled line is kept, not every redraw."""
+    tables = [i for i, cell in enumerate(cells(path)) for kind, text in output_texts(cell)
+              if kind == "text/html" and "<progress" in text or kind == "text/html" and "Training Loss" in text]
+    assert not tables, f"{path.name}: Trainer HTML tables in cells {tables}"
+    redraws = [i for i, cell in enumerate(cells(path)) for kind, text in output_texts(cell)
+               if kind == "stderr" and text.count("\r") > 200]
+    assert not redraws, f"{path.name}: progress-bar fragments piled up in cells {redraws}"
+
+
 def outside(text: str, markdown_files: set[str]) -> list[str]:
     """What a reader of a clone cannot follow: ../X where the repository has no X, or a Markdown file it lacks."""
     bad = [m.group(0) for m in RELATIVE.finditer(text) if not (REPO / m.group(1)).exists()]

@@ -13,7 +13,7 @@ import textwrap
 from typing import Iterable, Sequence
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 import numpy as np
 from PIL import ImageOps
 
@@ -194,6 +194,9 @@ def plot_loss(history: Sequence[dict] | dict[str, Sequence[dict]], title: str = 
     for label, rows in curves.items():
         ax.plot([h["step"] for h in rows], [h["loss"] for h in rows], label=label)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # ticks 0.01, 0.02, 0.05, 0.1 ... as plain numbers
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (log scale)")
     ax.set_title(title)
