@@ -7,6 +7,7 @@ at the last step, with the batched greedy decoding and the paper's scoring that 
 writes the points to <stage folder>/heldout_curve.json as [{"step", "closed", "open"}, ...].
 """
 
+import time
 from pathlib import Path
 
 import torch
@@ -35,8 +36,9 @@ def heldout_items(cfg: Config, run_dir: str | Path, benchmark: str, n: int) -> l
 
 class HeldoutCurve(TrainerCallback):
     """Measure the paper's closed accuracy and open recall on `items` at step 0, every `every` steps
-    and at the last step; `curve` holds the points, rewritten to `path` after each one. Only the main
-    process measures (the other processes train on meanwhile)."""
+    and at the last step; `curve` holds the points ({step, closed, open, seconds}: what the measurement
+    cost, inside the stage's time), rewritten to `path` after each one. Only the main process measures
+    (the other processes train on meanwhile)."""
 
     def __init__(self, items: list[VQAItem], processor, every: int, path: str | Path, batch_size: int = 16):
         self.items, self.processor, self.every, self.path = items, processor, every, Path(path)
@@ -56,7 +58,7 @@ class HeldoutCurve(TrainerCallback):
     def measure(self, args, state, model) -> None:
         if not state.is_world_process_zero or any(p["step"] == state.global_step for p in self.curve):
             return
-        was_training = model.training
+        start, was_training = time.perf_counter(), model.training
         model.eval()  # no dropout; transformers turns gradient checkpointing off outside training
         # bf16 runs keep float32 master weights beside frozen bfloat16 ones: autocast, as in training
         autocast = torch.autocast(model_device(model).type, torch.bfloat16, enabled=args.bf16)
@@ -68,5 +70,5 @@ class HeldoutCurve(TrainerCallback):
         answers = [{"question_id": it.question_id, "text": text} for it, text in zip(self.items, texts)]
         scores = score_answers(self.items, answers)
         self.curve.append({"step": state.global_step, "closed": scores["closed_accuracy"],
-                           "open": scores["open_recall"]})
+                           "open": scores["open_recall"], "seconds": round(time.perf_counter() - start, 2)})
         atomic_write_json(self.path, self.curve)
