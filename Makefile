@@ -36,14 +36,16 @@ lab: $(STAMP)
 		--MappingKernelManager.default_kernel_name=python3 --allow-root
 
 # The notebooks run as a smoke test here: LLAVAMED_LITE_QUICK=1 caps each tiny training stage at 40 steps on a smaller
-# tiny world (config.py, QUICK_*), so `make test` stays under 10 minutes; `make demo` and `make notebooks` run the full tiny recipe. They run from a copy
-# in build/, so the smoke test's runs never replace a full run in notebooks/runs/ (where a notebook run by hand writes).
+# tiny world (config.py, QUICK_*), so they take minutes in `make test`; `make demo` and `make notebooks` run the full
+# tiny recipe. They run from a copy in build/, so the smoke test's runs never replace a full run in notebooks/runs/
+# (where a notebook run by hand writes).
 QUICK_NOTEBOOKS := build/quick-notebooks
 
+# The quick notebooks and the two scales run side by side after the unit tests: much of their time is starting
+# kernels and importing (one core each), so three streams share the two cores with little waiting.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider -q
-	$(MAKE) test-notebooks
-	$(MAKE) test-scales
+	$(MAKE) -j2 --output-sync=target test-notebooks test-scales
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
