@@ -214,7 +214,7 @@ def plot_heldout(curves: Sequence[dict] | dict[str, Sequence[dict]], title: str 
     runs followed each other (stage 2, then VQA fine-tuning), so each starts on the step axis where
     the one before ended, at a dotted line. The paper's metric, from 0 to 1."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3))
+        _, ax = plt.subplots(figsize=(8, 3.2))
     runs = curves if isinstance(curves, dict) else {None: curves}
     start = 0
     for i, (label, rows) in enumerate(runs.items()):
@@ -227,7 +227,7 @@ def plot_heldout(curves: Sequence[dict] | dict[str, Sequence[dict]], title: str 
             ax.axvline(start, color="grey", linestyle=":", linewidth=1)
         start = steps[-1] if consecutive and steps else start
     ax.set_ylim(0, 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # few ticks: 7,200 steps fit
     ax.set_xlabel("step")
     ax.set_ylabel("paper metric")
     ax.set_title(title)

@@ -34,13 +34,23 @@ def quiet_transformers():
     text tower as unexpected; resizing for `<image>` explains its initialisation) and per-tensor
     loading bars."""
     level = transformers.logging.get_verbosity()
-    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    try:
+        with no_transformers_bars():
+            yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def no_transformers_bars():
+    """transformers' own progress bars off (loading weights, writing model shards): inside training a
+    checkpoint's bar would break the line of the step bar. Hub downloads keep theirs."""
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
         yield
     finally:
-        transformers.logging.set_verbosity(level)
         if bars:
             transformers.utils.logging.enable_progress_bar()
 

@@ -32,7 +32,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config import Config, TrainConfig
 from ..data.formats import join_by_image, load_records
 from ..io import atomic_write_json
-from ..model.compose import compose_from_config, load_llava, load_projector, quiet_transformers
+from ..model.compose import (compose_from_config, load_llava, load_projector, no_transformers_bars,
+                             quiet_transformers)
 from ..model.freeze import fp32_master_weights, freeze_for_stage, parameter_table
 from ..model.lora import add_lora, is_4bit, merge_adapter
 from ..sources import stage_inputs
@@ -237,11 +238,11 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
     trainer = stage_trainer(cfg, tc, stage, model, processor, dataset, features, out, callbacks, progress)
     checkpoint = last_checkpoint(out, stage) if resume else None
     start = time.time()
-    with reading_cached_features(model, features) if features else contextlib.nullcontext():
-        trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.time() - start
-
-    model_dir, adapter_dir = save_trained(cfg, stage, run_dir, out, trainer, processor, lora, fsdp)
+    with no_transformers_bars():  # one step bar, its line not broken by checkpoints' "Writing model shards"
+        with reading_cached_features(model, features) if features else contextlib.nullcontext():
+            trainer.train(resume_from_checkpoint=checkpoint)
+        seconds = time.time() - start
+        model_dir, adapter_dir = save_trained(cfg, stage, run_dir, out, trainer, processor, lora, fsdp)
     history = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")}
                for h in trainer.state.log_history if "loss" in h]
     final_loss = history[-1]["loss"] if history else math.nan
