@@ -32,6 +32,9 @@ def test_the_results_table_is_the_recorded_metrics():
         "generated captions naming the right domain": ["stage1_caption_domain_accuracy"],
         "stage-2 final loss, full / LoRA": ["stage2_final_loss", "stage2_lora_final_loss"],
         "after stage 2: closed / open recall": ["tiny_stage2_closed_accuracy", "tiny_stage2_open_recall"],
+        "closed answers right by meaning, before / after stage 2": ["stage2_chat_closed_by_meaning_before",
+                                                                    "stage2_chat_closed_by_meaning_after"],
+        "scored by meaning against the figures' findings": ["tiny_stage2_closed_by_meaning", "tiny_closed_by_meaning"],
         "stage 1 only, first 300": ["tiny_stage1_closed_accuracy", "tiny_stage1_closed_accuracy_strict",
                                     "tiny_stage1_open_recall"],
         "after tiny-world VQA fine-tuning": ["tiny_closed_accuracy", "tiny_closed_accuracy_strict", "tiny_open_recall"],
@@ -50,3 +53,11 @@ def test_the_results_table_is_the_recorded_metrics():
         digits = 3 if "loss" in phrase else 2
         assert re.findall(r"\d+\.\d+", value) == [f"{metrics[k]:.{digits}f}" for k in keys], phrase
     assert f"{round(sum(durations().values())):,} s of notebooks" in README
+
+
+def test_the_captions_before_stage_1_are_notebook_04s_printed_figure():
+    cells = json.loads((REPO_ROOT / "notebooks" / "04_stage1_alignment.ipynb").read_text())["cells"]
+    printed = "".join("".join(out.get("text", "")) for cell in cells for out in cell.get("outputs", []))
+    before = re.search(r"domain named correctly: before (\d\.\d\d), after", printed).group(1)
+    row = next(line for line in README.splitlines() if "generated captions naming the right domain" in line)
+    assert row.split(" | ")[3].startswith(f"{before} before")
