@@ -41,11 +41,10 @@ lab: $(STAMP)
 # (where a notebook run by hand writes).
 QUICK_NOTEBOOKS := build/quick-notebooks
 
-# The quick notebooks and the two scales run side by side after the unit tests: much of their time is starting
-# kernels and importing (one core each), so three streams share the two cores with little waiting.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider -q
-	$(MAKE) -j2 --output-sync=target test-notebooks test-scales
+	$(MAKE) test-notebooks
+	$(MAKE) test-scales
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
