@@ -68,7 +68,8 @@ ARTIFACTS = {
                      "eval_<benchmark>/ with answers and scores",
                        "05, `train --stage 2`", "06, 07, `chat`, `evaluate`"),
     "vqa": Artifact("vqa/, vqa_<benchmark>/", "VQA fine-tuned models (tiny world, or a benchmark), their "
-                    "heldout_curve.json, and eval_<benchmark>/answers.jsonl, scores.json", "06, `train --stage vqa`, `evaluate`", "06"),
+                    "heldout_curve.json, and eval_<benchmark>/answers.jsonl, scores.json",
+                    "06, `train --stage vqa`, `evaluate`", "06"),
     "metrics": Artifact("metrics.json", "every metric the notebooks recorded", "00-07", "`run` (summary.json)"),
     "summary": Artifact("summary.json, notebooks/", "the executed notebooks, their times and metrics", "`run`",
                         "you"),
