@@ -4,7 +4,7 @@ The training loss says how well the model fits its own records; whether it answe
 never seen better is another matter. `HeldoutCurve` answers the first `heldout_questions` test
 questions of the stage's benchmark at step 0 (the starting point), every `heldout_every` steps and
 at the last step, with the batched greedy decoding and the paper's scoring that `evaluate` uses, and
-writes the points to <stage folder>/heldout_curve.json as [{"step", "closed", "open"}, ...].
+writes the points to <stage folder>/heldout_curve.json as [{"step", "closed", "open", "seconds"}, ...].
 """
 
 import time

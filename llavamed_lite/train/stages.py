@@ -61,7 +61,7 @@ class TrainResult:
     n_records: int
     skipped: list[str] = field(default_factory=list)
     truncated: int = 0
-    heldout: list[dict] = field(default_factory=list)  # heldout_curve.json: [{"step", "closed", "open"}, ...]
+    heldout: list[dict] = field(default_factory=list)  # heldout_curve.json: [{"step", "closed", "open", "seconds"}]
 
 
 def check_stage(stage) -> str:
