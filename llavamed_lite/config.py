@@ -76,6 +76,10 @@ class TrainConfig:
     # VQA: an image's single-question records become one multi-turn conversation (data.formats.join_by_image), so
     # the image and the prompt's frame are encoded once for all its questions; every answer still trains.
     join_questions: bool = False
+    # VQA: up to this many of an image's one-question records share one row that encodes the image once (0 = off;
+    # train/collator.py, pack_by_image): an attention mask keeps each question and answer apart from the others, so
+    # every answer trains exactly as alone, on fewer tokens. Needs attn_implementation "sdpa" (a 4D mask).
+    pack_questions: int = 0
     # Run the frozen vision tower once per training image before the stage and read its features at every step
     # (train/features.py): the same features, no image decoding or tower pass per step; kept in memory.
     cache_vision_features: bool = False
@@ -127,14 +131,16 @@ def _tiny() -> Config:
     # rates and speed levers were chosen, with the figures: docs/tiny-recipe.md). Every stage reads the frozen vision
     # tower's features computed once (cache_vision_features); stages 1 and 2 batch records of similar length (a
     # third of their tokens was padding). VQA fine-tuning counts epochs, as the paper (3-18): 4.5 of the tiny
-    # world's 22k questions (6,237 steps) or of VQA-RAD's 1,797 (509), one question per record.
+    # world's 22k questions or of VQA-RAD's 1,797, each trained as alone, up to 4 of an image's in one row that
+    # encodes the image once (pack_questions); 5 rows a step are about the 16 questions of the other stages' steps.
     fast = dict(batch_size=16, max_length=256, cache_vision_features=True)
     return Config(
         scale="tiny",
         stage1=TrainConfig(max_steps=280, lr=1e-3, save_steps=100, group_by_length=True, **fast),
         stage2=TrainConfig(max_steps=1000, lr=3e-4, projector_lr=1e-3, save_steps=500, group_by_length=True,
                            heldout_every=100, **fast),
-        vqa=TrainConfig(epochs=4.5, lr=1e-4, projector_lr=3e-4, save_steps=2000, heldout_every=500, **fast),
+        vqa=TrainConfig(epochs=4.5, lr=1e-4, projector_lr=3e-4, save_steps=2000, heldout_every=500,
+                        **{**fast, "batch_size": 5}, pack_questions=4),
     )
 
 
@@ -249,7 +255,8 @@ _RANGES = {
                     "weight_decay": (0, None, True), "max_length": (1, None, True), "lora_r": (1, None, True),
                     "lora_alpha": (0, None, False), "lora_dropout": (0, 1, True), "save_steps": (1, None, True),
                     "logging_steps": (1, None, True), "num_workers": (0, None, True),
-                    "heldout_every": (0, None, True), "heldout_questions": (1, None, True)},
+                    "heldout_every": (0, None, True), "heldout_questions": (1, None, True),
+                    "pack_questions": (0, None, True)},
     "DataConfig": {"image_size": (1, None, True), "n_train_figures": (1, None, True),
                    "n_heldout_figures": (1, None, True), "n_articles": (1, None, True),
                    "max_articles": (1, None, True), "max_pairs": (1, None, True),

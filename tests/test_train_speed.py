@@ -126,3 +126,89 @@ def test_cached_vision_features_train_the_same_losses_without_running_the_tower(
         assert len(calls) == (1 if cached else 4)  # cached: one pass over the 12 images before training
     assert len(losses[True]) == 4
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-5, atol=1e-6)
+
+
+def packed_questions(processor, records=QUESTIONS, per_row=10):
+    from llavamed_lite.train.collator import pack_by_image
+
+    n_image = image_seq_length(processor)
+    items = [{**tokenize_record(r, processor.tokenizer, "mistral_instruct", n_image, 256), "image": r["image"],
+              "id": r["id"]} for r in records]
+    image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+    return items, pack_by_image(items, per_row, image_id, seed=0), image_id, n_image
+
+
+def test_pack_by_image_keeps_every_record_once_with_the_image_once_per_row(tiny_llava):
+    _, processor = tiny_llava
+    items, rows, image_id, n_image = packed_questions(processor)
+    assert len(rows) == 2 and sorted(len(r["segments"]) for r in rows) == [1, 3]
+    for row in rows:
+        assert row["input_ids"].count(image_id) == n_image and len(row["input_ids"]) == len(row["labels"])
+        assert row["prefix"] + sum(row["segments"]) == len(row["input_ids"])
+        start, rebuilt = row["prefix"], []
+        for n in row["segments"]:  # the shared start + each segment is one record's ids and labels, whole
+            rebuilt.append((row["input_ids"][:row["prefix"]] + row["input_ids"][start:start + n],
+                            row["labels"][:row["prefix"]] + row["labels"][start:start + n]))
+            start += n
+        for ids, labels in rebuilt:
+            assert any(ids == i["input_ids"] and labels == i["labels"] for i in items)
+    assert sum(len(r["input_ids"]) for r in rows) < sum(len(i["input_ids"]) for i in items)  # the frame once per row
+    many = [question(i, "images/0.png", f"Question {i}?", "yes") for i in range(23)]
+    _, rows, _, _ = packed_questions(processor, many, per_row=10)
+    assert sorted(len(r["segments"]) for r in rows) == [7, 8, 8]
+
+
+def test_a_record_whose_image_follows_its_question_keeps_a_row_of_its_own(tiny_llava):
+    _, processor = tiny_llava
+    late = question(7, "images/0.png", "Look:", "yes")
+    late["conversations"][0]["value"] = f"Look at this figure: {IMAGE_TOKEN}"
+    _, rows, image_id, n_image = packed_questions(processor, [QUESTIONS[0], late])
+    assert len(rows) == 2 and all(r["segments"] == [] and r["input_ids"].count(image_id) == n_image for r in rows)
+
+
+def test_segment_attention_lets_a_segment_see_the_shared_start_and_itself():
+    from llavamed_lite.train.collator import segment_attention
+
+    mask, positions = segment_attention([(2, [2, 1]), (3, [])], width=5)
+    assert mask.shape == (2, 1, 5, 5) and mask.dtype == torch.bool
+    assert mask[0, 0].int().tolist() == [[1, 0, 0, 0, 0],
+                                         [1, 1, 0, 0, 0],
+                                         [1, 1, 1, 0, 0],
+                                         [1, 1, 1, 1, 0],
+                                         [1, 1, 0, 0, 1]]
+    assert mask[1, 0].int().tolist() == [[1, 0, 0, 0, 0],  # an unpacked row: causal, padding sees only itself
+                                         [1, 1, 0, 0, 0],
+                                         [1, 1, 1, 0, 0],
+                                         [0, 0, 0, 1, 0],
+                                         [0, 0, 0, 0, 1]]
+    assert positions.tolist() == [[0, 1, 2, 3, 2], [0, 1, 2, 0, 0]]
+
+
+def test_packed_rows_train_every_answer_exactly_as_alone(tiny_llava):
+    """Each answer in a packed row sees only the image, the frame and its own question at the positions it has
+    alone, so the batch's loss (the mean over every answer token) and each answer's logits equal the unpacked
+    batch's to float rounding."""
+    model, processor = tiny_llava
+    items, rows, _, _ = packed_questions(processor)
+    pixels = torch.rand(1, 3, 64, 64)
+    pixels = processor.image_processor(pixels, return_tensors="pt", do_rescale=False)["pixel_values"]
+
+    class OneImage:  # every record's image is this one (the collator's feature-cache hook)
+        def batch(self, images):
+            return pixels.expand(len(images), -1, -1, -1)
+
+    collate = LlavaCollator(processor, OneImage())
+    single, packed = collate(items), collate(rows)
+    assert packed["attention_mask"].dim() == 4 and packed["input_ids"].numel() < single["input_ids"].numel()
+    with torch.no_grad():
+        out_single, out_packed = model(**single), model(**packed)
+    torch.testing.assert_close(out_packed.loss, out_single.loss, atol=1e-5, rtol=1e-5)
+    row = next(i for i, r in enumerate(rows) if len(r["segments"]) == 3)
+    start = rows[row]["prefix"]
+    for n in rows[row]["segments"]:
+        ids = rows[row]["input_ids"][:rows[row]["prefix"]] + rows[row]["input_ids"][start:start + n]
+        k = next(i for i, item in enumerate(items) if item["input_ids"] == ids)
+        answer = [j for j, t in enumerate(items[k]["labels"]) if t != IGNORE_INDEX]
+        torch.testing.assert_close(out_packed.logits[row, [start + j - rows[row]["prefix"] for j in answer]],
+                                   out_single.logits[k, answer], atol=1e-5, rtol=1e-5)
+        start += n

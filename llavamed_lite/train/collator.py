@@ -10,9 +10,11 @@ model's input size, so a training step no longer decodes 1,000 px JPEGs.
 
 import hashlib
 import os
+import random
 import sys
 from pathlib import Path
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -56,6 +58,7 @@ class ConversationDataset(Dataset):
                 self.errors.append(str(e))
                 continue
             self.items.append({**item, "image": str(image), "id": record["id"]})
+        self.n_records = len(self.items)  # pack_by_image may put several in one row
         warn_truncation(self.truncation, max_length)
         if self.errors and not skip_bad:
             raise RecordError(bad_records_message(source, self.errors))
@@ -137,11 +140,78 @@ def record_image(path: str | Path, record_id=None) -> Image.Image:
         raise RecordError(f"record {record_id!r}: {e}") from None
 
 
+def pack_by_image(items: list[dict], per_row: int, image_token_id: int, seed: int = 0) -> list[dict]:
+    """Rows of up to `per_row` tokenised records about the same image that encode the image once (`pack_questions`).
+
+    A row is the ids all its records start with (`<s>[INST]` and the image tokens) followed by each record's
+    remaining ids as its own segment; the collator's mask lets a segment see only that shared start and itself,
+    and gives it the positions it has alone, so every answer trains on exactly the context it has alone, unlike
+    join_by_image's one conversation, whose later answers read the earlier ones. Records come in a seeded order,
+    an image with more than `per_row` of them gets several rows of near-equal size; a record whose image tokens
+    would not all fall in the shared start keeps a row of its own."""
+    if per_row < 1:
+        raise ValueError(f"pack_questions must be >= 1 records per row, got {per_row}")
+    rng = random.Random(seed)
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        groups.setdefault(item["image"], []).append(item)
+    rows = []
+    for image, group in groups.items():
+        rng.shuffle(group)
+        n_parts = -(-len(group) // per_row)
+        for part in (group[k::n_parts] for k in range(n_parts)):
+            prefix = shared_start(part)
+            if any(image_token_id in item["input_ids"][prefix:] for item in part):
+                rows += [{**item, "prefix": len(item["input_ids"]), "segments": []} for item in part]
+                continue
+            ids, labels = list(part[0]["input_ids"][:prefix]), list(part[0]["labels"][:prefix])
+            for item in part:
+                ids += item["input_ids"][prefix:]
+                labels += item["labels"][prefix:]
+            rows.append({"input_ids": ids, "labels": labels, "image": image, "prefix": prefix,
+                         "segments": [len(item["input_ids"]) - prefix for item in part],
+                         "id": "+".join(str(item["id"]) for item in part)})
+    return rows
+
+
+def shared_start(items: list[dict]) -> int:
+    """How many leading ids the items share, ending before the token that predicts any item's first
+    labelled token (that token must sit in the item's own segment)."""
+    first = min(next((i for i, t in enumerate(item["labels"]) if t != IGNORE_INDEX), len(item["labels"]))
+                for item in items)
+    n = max(0, first - 1)
+    for item in items[1:]:
+        n = next((i for i, (a, b) in enumerate(zip(items[0]["input_ids"][:n], item["input_ids"])) if a != b), n)
+    return n
+
+
+def segment_attention(rows: list[tuple[int, list[int]]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask (B, 1, T, T), True where a query may attend a key; position_ids (B, T)) for rows of a shared start of
+    `prefix` tokens, then segments of the given lengths, then padding. Causal; a segment sees the shared start and
+    itself, its positions continue from the shared start; a padding token sees only itself, so no softmax row is
+    empty."""
+    block = torch.full((len(rows), width), -1, dtype=torch.long)  # (B, T): 0 shared start, k segment k, -1 padding
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, (prefix, lengths) in enumerate(rows):
+        block[i, :prefix] = 0
+        position_ids[i, :prefix] = torch.arange(prefix)
+        start = prefix
+        for k, n in enumerate(lengths, 1):
+            block[i, start:start + n] = k
+            position_ids[i, start:start + n] = torch.arange(prefix, prefix + n)
+            start += n
+    query, key = block[:, :, None], block[:, None, :]  # (B, T, 1), (B, 1, T)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()  # (T, T)
+    mask = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query)) | torch.eye(width, dtype=torch.bool)  # (B, T, T)
+    return mask[:, None], position_ids
+
+
 class LlavaCollator:
     """Pads input_ids (with the pad token) and labels (with -100) on the right, and
     turns the images into pixel_values with the processor's image processor, or, with a
     feature cache (train/features.py), into the cached vision features (B, T, D) that
-    the tower then passes through."""
+    the tower then passes through. Rows packed by pack_by_image get the 4D attention mask
+    and position ids that keep their segments apart."""
 
     def __init__(self, processor, features=None):
         self.image_processor = processor.image_processor
@@ -156,5 +226,9 @@ class LlavaCollator:
         else:
             images = [record_image(item["image"], item.get("id")) for item in batch]
             pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]  # (B, 3, H, W)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "pixel_values": pixel_values}
+        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+               "pixel_values": pixel_values}
+        if any("segments" in item for item in batch):
+            rows = [(item.get("prefix", len(item["input_ids"])), item.get("segments", [])) for item in batch]
+            out["attention_mask"], out["position_ids"] = segment_attention(rows, input_ids.shape[1])
+        return out

@@ -39,7 +39,7 @@ from ..model.lora import add_lora, is_4bit, merge_adapter
 from ..sources import stage_inputs
 from ..model.placement import resolve_device, resolve_dtype
 from ..runs import STAGES, RunDir
-from .collator import ConversationDataset, LlavaCollator, image_input_size
+from .collator import ConversationDataset, LlavaCollator, image_input_size, pack_by_image
 from .features import VisionFeatureCache, reading_cached_features
 from .heldout import HELDOUT_FILE, HeldoutCurve, heldout_items
 
@@ -251,12 +251,12 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         atomic_write_json(out / "summary.json", {
             "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
             "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps,
-            "processes": state.num_processes, "records": len(dataset), "skipped": dataset.errors,
+            "processes": state.num_processes, "records": dataset.n_records, "rows": len(dataset), "skipped": dataset.errors,
             "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit,
             "parameters": table, "config": dataclasses.asdict(tc)})
     state.wait_for_everyone()
     return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
-                       len(dataset), dataset.errors, dataset.truncation.records, heldout.curve if heldout else [])
+                       dataset.n_records, dataset.errors, dataset.truncation.records, heldout.curve if heldout else [])
 
 
 def stage_model(cfg: Config, tc: TrainConfig, stage: str, run_dir: Path, lora: bool, four_bit: bool,
@@ -296,14 +296,23 @@ def heldout_curve(cfg: Config, tc: TrainConfig, stage: str, run_dir: Path, bench
 def stage_dataset(cfg: Config, tc: TrainConfig, stage: str, records: str | Path,
                   image_folder: str | Path, processor, out: Path) -> ConversationDataset:
     """The stage's records tokenised with its template; one image's questions joined
-    into one conversation if asked."""
+    into one conversation, or packed into rows that encode the image once, if asked."""
+    if tc.pack_questions and tc.join_questions:
+        raise ValueError("join_questions and pack_questions both group an image's questions: set one of them")
+    if tc.pack_questions and cfg.model.attn_implementation != "sdpa":
+        raise ValueError(f"pack_questions needs model.attn_implementation='sdpa' (its rows carry a 4D attention "
+                         f"mask), got {cfg.model.attn_implementation!r}")
     rows = load_records(records)
     if tc.join_questions:
         rows = join_by_image(rows, cfg.seed)
-    return ConversationDataset(
+    dataset = ConversationDataset(
         rows, processor, tc.template or DEFAULT_TEMPLATE[stage], tc.max_length, image_folder,
         skip_bad=tc.skip_bad, source=str(records), image_cache=out / "image_cache" if tc.image_cache else None,
         image_size=image_input_size(processor))
+    if tc.pack_questions:
+        image_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+        dataset.items = pack_by_image(dataset.items, tc.pack_questions, image_id, cfg.seed)
+    return dataset
 
 
 def stage_trainer(cfg: Config, tc: TrainConfig, stage: str, model, processor,
