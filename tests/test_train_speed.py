@@ -212,3 +212,40 @@ def test_packed_rows_train_every_answer_exactly_as_alone(tiny_llava):
         torch.testing.assert_close(out_packed.logits[row, [start + j - rows[row]["prefix"] for j in answer]],
                                    out_single.logits[k, answer], atol=1e-5, rtol=1e-5)
         start += n
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"vqa.join_questions": True}, "set one of them"),
+    ({"model.attn_implementation": "eager"}, "needs model.attn_implementation='sdpa'"),
+])
+def test_pack_questions_refuses_what_cannot_carry_its_mask(tiny_llava, tmp_path, overrides, message):
+    from llavamed_lite.config import load_config
+    from llavamed_lite.train.stages import stage_dataset
+
+    _, processor = tiny_llava
+    cfg = load_config("tiny", {"vqa.pack_questions": 4, **overrides})
+    records = tmp_path / "vqa.json"
+    records.write_text(json.dumps(QUESTIONS))
+    with pytest.raises(ValueError, match=message):
+        stage_dataset(cfg, cfg.vqa, "vqa", records, tmp_path, processor, tmp_path)
+
+
+def test_a_packed_vqa_stage_trains_every_question_and_counts_them(tiny_towers, tiny_llava_dir, tiny_train_data,
+                                                                    tmp_path):
+    """Through train_stage, as the tiny preset runs it: the summary counts the questions and the rows they filled."""
+    import shutil
+
+    from llavamed_lite.config import load_config
+    from llavamed_lite.train.stages import train_stage
+
+    folder = tiny_train_data[0]
+    vqa = tmp_path / "vqa.json"
+    vqa.write_text(json.dumps([question(i, f"images/{i % 3}.png", f"Question {i}?", "yes") for i in range(10)]))
+    shutil.copytree(tiny_llava_dir, tmp_path / "stage2" / "model")
+    cfg = load_config("tiny", {"model.vision": tiny_towers[0], "model.lm": tiny_towers[1], "vqa.max_steps": 2,
+                               "vqa.batch_size": 2, "vqa.save_steps": 100, "vqa.heldout_every": 0})
+    assert cfg.vqa.pack_questions == 4  # the preset's
+    result = train_stage(cfg, "vqa", tmp_path, records=vqa, image_folder=folder, progress=False)
+    summary = json.loads((tmp_path / "vqa" / "summary.json").read_text())
+    assert result.n_records == summary["records"] == len(json.loads(vqa.read_text()))
+    assert summary["rows"] < summary["records"] and result.steps == 2 and result.final_loss > 0
