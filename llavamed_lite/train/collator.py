@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..data.formats import RecordError, validate_training_record
+from ..data.formats import RecordError, even_parts, validate_training_record
 from ..images import load_image
 from ..padding import pad_rows
 from .templates import (IGNORE_INDEX, TruncationCounter, image_seq_length, tokenize_record,
@@ -157,9 +157,7 @@ def pack_by_image(items: list[dict], per_row: int, image_token_id: int, seed: in
         groups.setdefault(item["image"], []).append(item)
     rows = []
     for image, group in groups.items():
-        rng.shuffle(group)
-        n_parts = -(-len(group) // per_row)
-        for part in (group[k::n_parts] for k in range(n_parts)):
+        for part in even_parts(group, per_row, rng):
             prefix = shared_start(part)
             if any(image_token_id in item["input_ids"][prefix:] for item in part):
                 rows += [{**item, "prefix": len(item["input_ids"]), "segments": []} for item in part]
@@ -202,7 +200,8 @@ def segment_attention(rows: list[tuple[int, list[int]]], width: int) -> tuple[to
             start += n
     query, key = block[:, :, None], block[:, None, :]  # (B, T, 1), (B, 1, T)
     causal = torch.ones(width, width, dtype=torch.bool).tril()  # (T, T)
-    mask = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query)) | torch.eye(width, dtype=torch.bool)  # (B, T, T)
+    seen = causal & (query >= 0) & (key >= 0) & ((key == 0) | (key == query))  # (B, T, T)
+    mask = seen | torch.eye(width, dtype=torch.bool)  # (B, T, T)
     return mask[:, None], position_ids
 
 

@@ -251,8 +251,8 @@ def train_stage(cfg: Config, stage: str | int, run_dir: str | Path, resume: bool
         atomic_write_json(out / "summary.json", {
             "stage": stage, "scale": cfg.scale, "final_loss": final_loss, "seconds": seconds,
             "steps": trainer.state.global_step, "max_steps": trainer.state.max_steps,
-            "processes": state.num_processes, "records": dataset.n_records, "rows": len(dataset), "skipped": dataset.errors,
-            "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit,
+            "processes": state.num_processes, "records": dataset.n_records, "rows": len(dataset),
+            "skipped": dataset.errors, "truncated": dataset.truncation.records, "lora": lora, "four_bit": four_bit,
             "parameters": table, "config": dataclasses.asdict(tc)})
     state.wait_for_everyone()
     return TrainResult(stage, final_loss, seconds, trainer.state.global_step, model_dir, adapter_dir, history, table,
