@@ -14,7 +14,8 @@ from .paths import TINY_FOUNDATION
 SCALES = ("tiny", "lora", "full")
 # Quick mode (`make test`, `llavamed-lite run --quick`): a smoke test of every code path in minutes. Each training
 # stage is cut to QUICK_STEPS, the tiny world shrinks to QUICK_WORLD (training figures, held-out figures, PMC
-# packages) and benchmark evaluations to QUICK_EVAL questions; at `lora` / `full` the batches shrink to 2 and the
+# packages), benchmark evaluations to QUICK_EVAL questions and benchmark fine-tuning to QUICK_TRAIN questions (more
+# than its steps read: preparing VQA-RAD's 1,797 for a few steps took most of notebook 06 at lora / full); at `lora` / `full` the batches shrink to 2 and the
 # inputs are those that need no network (the curated chain on the synthetic PMC packages, VQA-RAD), so the GPU
 # presets' shapes run on a CPU with miniature models (`llavamed-lite make-mini`). `make demo` / `make notebooks`
 # run the full tiny recipe.
@@ -22,6 +23,7 @@ QUICK_ENV = "LLAVAMED_LITE_QUICK"
 QUICK_STEPS = {"tiny": 40, "lora": 2, "full": 2}
 QUICK_WORLD = {"tiny": (600, 60, 12), "lora": (40, 20, 12), "full": (40, 20, 12)}
 QUICK_EVAL = {"tiny": 60, "lora": 24, "full": 24}
+QUICK_TRAIN = {"tiny": 400, "lora": 24, "full": 24}
 HUB_VISION = "openai/clip-vit-large-patch14-336"
 HUB_LM = "mistralai/Mistral-7B-Instruct-v0.2"
 # Where LLaVA-Med's official download script fetches its released data (CC BY-NC 4.0: fetched at run time, never
@@ -106,6 +108,7 @@ class DataConfig:
     benchmark: str = "tiny"  # VQA fine-tuning data: tiny (the world's questions), vqa-rad, slake or pathvqa
     benchmark_data: str | None = None  # the benchmark's folder (None: data_samples/; PathVQA has to be given)
     eval_limit: int | None = None  # notebook 06: answer only the first N test questions of a benchmark (None: all)
+    train_limit: int | None = None  # fine-tune only on the first N training questions of a benchmark (None: all)
     image_size: int = 64  # tiny-world figure size in pixels
     n_train_figures: int = 3000  # tiny world: figures for training (stage 1, stage 2, VQA)
     n_heldout_figures: int = 300  # tiny world: held-out figures for evaluation
@@ -215,7 +218,7 @@ def apply_quick(cfg: Config) -> Config:
             stage.heldout_every = max(1, stage.max_steps // 2)
             stage.heldout_questions = min(stage.heldout_questions, QUICK_EVAL[cfg.scale])
     cfg.data.n_train_figures, cfg.data.n_heldout_figures, cfg.data.n_articles = QUICK_WORLD[cfg.scale]
-    cfg.data.eval_limit = QUICK_EVAL[cfg.scale]
+    cfg.data.eval_limit, cfg.data.train_limit = QUICK_EVAL[cfg.scale], QUICK_TRAIN[cfg.scale]
     if cfg.scale != "tiny":
         cfg.data.source = "curated"
     return cfg
@@ -260,7 +263,7 @@ _RANGES = {
     "DataConfig": {"image_size": (1, None, True), "n_train_figures": (1, None, True),
                    "n_heldout_figures": (1, None, True), "n_articles": (1, None, True),
                    "max_articles": (1, None, True), "max_pairs": (1, None, True),
-                   "eval_limit": (1, None, True)},
+                   "eval_limit": (1, None, True), "train_limit": (1, None, True)},
 }
 _CHOICES = {"projector": ("mlp2x_gelu", "linear"), "vision_feature_select_strategy": ("default", "full"),
             "dtype": ("float32", "bfloat16", "float16"), "template": ("plain", "llava_med_v1", "mistral_instruct"),

@@ -133,10 +133,12 @@ class RunDir:
         """A records file of the tiny world (alignment_train.json, vqa_train.json): images relative to data/."""
         return Records(self.world / name, self.world)
 
-    def benchmark_train(self, benchmark: str) -> Records:
-        """A benchmark's training split in LLaVA's VQA format, with its images shrunk into their own folder."""
+    def benchmark_train(self, benchmark: str, limit: int | None = None) -> Records:
+        """A benchmark's training split (or its first `limit` questions) in LLaVA's VQA format, with its images
+        shrunk into their own folder."""
         name = benchmark.replace("-", "_")
-        return Records(self.world / f"{name}_train.json", self.world / f"{name}_images")
+        first = f"_first{limit}" if limit else ""
+        return Records(self.world / f"{name}_train{first}.json", self.world / f"{name}_images")
 
     def instruct(self, source: str) -> Records:
         """Instruction conversations made from a source's captions (03 / `synthesize`); image paths are relative to

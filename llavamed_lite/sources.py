@@ -85,18 +85,19 @@ def curated_alignment(run_dir: str | Path) -> Records:
 
 
 def ensure_vqa(cfg: Config, run_dir: str | Path, benchmark: str | None = None) -> Records:
-    """VQA fine-tuning records: the tiny world's questions, or a benchmark's training split (images
-    shrunk once to 4x the model's input size: resizing 1,000 px JPEGs at every step is slow)."""
+    """VQA fine-tuning records: the tiny world's questions, or a benchmark's training split (its first
+    data.train_limit questions when set; images shrunk once to 4x the model's input size: resizing
+    1,000 px JPEGs at every step is slow)."""
     benchmark = benchmark or cfg.data.benchmark
     if benchmark == "tiny":
         ensure_world(cfg, run_dir)
         return RunDir(run_dir).world_records("vqa_train.json")
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
-    out = RunDir(run_dir).benchmark_train(benchmark)
+    out = RunDir(run_dir).benchmark_train(benchmark, cfg.data.train_limit)
     if not out.exists():
         try:
-            items = load_benchmark(benchmark, "train", cfg.data.benchmark_data)
+            items = load_benchmark(benchmark, "train", cfg.data.benchmark_data)[:cfg.data.train_limit]
         except FileNotFoundError as e:
             raise MissingInput(f"{benchmark} training split: {e}; set data.benchmark_data to its "
                                "folder") from None

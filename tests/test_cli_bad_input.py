@@ -150,3 +150,16 @@ def test_config_values_are_range_checked_from_notebooks_too():
                                ("stage2.template", "chatml", "must be one of plain, .*got 'chatml'")]:
         with pytest.raises(ValueError, match=rf"config key '{key}': {phrase}"):
             load_config("tiny", {key: value})
+
+
+def test_train_refuses_a_bad_key_before_loading_torch(tmp_path):
+    """A launched stage's processes each meet a typo in --set: they stop in a fraction of a second, not after the
+    seconds of importing torch, transformers and accelerate."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from llavamed_lite.cli import main; "
+            "code = main(['train', '--stage', '1', '--run-dir', 'r', '--set', 'stage1.bogus=1']); "
+            "sys.exit(10 if 'torch' in sys.modules else code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2 and "unknown config key 'stage1.bogus'" in done.stderr

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from fake_release import write_fake_release
-from llavamed_lite.config import load_config
+from llavamed_lite.config import QUICK_TRAIN, apply_quick, load_config
 from llavamed_lite.data.formats import load_records, read_caption_file
 from llavamed_lite.data.pipeline import Curator, find_sources
 from llavamed_lite.instruct import make_backend, synthesize, write_instruct
@@ -101,11 +101,17 @@ def test_llava_med_source_reads_the_release(tmp_path):
 
 
 def test_vqa_at_gpu_scales_trains_on_the_benchmark_split(tmp_path):
+    """Quick mode's data.train_limit takes the split's first questions into a file of their own, so a later run
+    without it in the same run dir gets the whole split, not the cut one."""
+    first = stage_inputs(load_config("lora", {"data.image_size": 32, "data.train_limit": 24}), "vqa", tmp_path)
+    assert first == RunDir(tmp_path).benchmark_train("vqa-rad", 24)
     cfg = load_config("lora", {"data.image_size": 32})
     records = stage_inputs(cfg, "vqa", tmp_path)
     rows = load_records(records.path)
     assert records == RunDir(tmp_path).benchmark_train("vqa-rad") and len(rows) == 1797  # VQA-RAD's train split
     assert (records.image_folder / rows[0]["image"]).is_file()
+    assert load_records(first.path) == rows[:24]
+    assert apply_quick(load_config("full")).data.train_limit == QUICK_TRAIN["full"]
 
 
 def test_curated_chain_03_keeps_its_file_and_05_finds_its_images(tmp_path):

@@ -1,9 +1,7 @@
-"""Multi-GPU training from a notebook: when a stage is launched, how (a 2-process launch on the CPU with torchrun
-and gloo), what a failed launch reports; and the FSDP wrapping of configs/accelerate/fsdp_8gpu.yaml built with torch's
-FSDP on the CPU (accelerate refuses the CPU for FSDP)."""
+"""Multi-GPU training from a notebook: when a stage is launched, with which arguments, what a failed launch reports
+(a 2-process launch itself: tests/test_train_multiprocess.py); and the FSDP wrapping of
+configs/accelerate/fsdp_8gpu.yaml built with torch's FSDP on the CPU (accelerate refuses the CPU for FSDP)."""
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -41,21 +39,6 @@ def test_train_or_launch_launches_on_many_gpus(tmp_path, monkeypatch):
     (stage, scale, run_dir, overrides, processes), kwargs = calls[0]
     assert (stage, scale, run_dir, overrides, processes) == ("2", "full", tmp_path, ["stage2.lr=0.0001"], 2)
     assert kwargs["progress"] is False
-
-
-@pytest.mark.slow
-def test_two_process_launch_streams_its_output(tiny_towers, tiny_llava_dir, tiny_train_data, tmp_path):
-    folder, _, chats = tiny_train_data
-    shutil.copytree(tiny_llava_dir, tmp_path / "run" / "stage1" / "model")
-    overrides = [f"model.vision={tiny_towers[0]}", f"model.lm={tiny_towers[1]}", "stage2.max_steps=2",
-                 "stage2.batch_size=2", "stage2.logging_steps=1"]
-    seen = []
-    lines = launch_stage("2", "tiny", tmp_path / "run", overrides, processes=2, launcher="torchrun", records=chats,
-                         image_folder=folder, progress=False, echo=seen.append)
-    assert seen == lines
-    summary = json.loads(lines[-1])
-    assert summary["processes"] == 2 and summary["steps"] == 2
-    assert json.loads((tmp_path / "run" / "stage2" / "summary.json").read_text())["processes"] == 2
 
 
 @pytest.mark.slow

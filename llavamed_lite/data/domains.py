@@ -7,18 +7,20 @@ pixels do, so the caption decides; the image classifier is the second opinion fo
 none, and the check on pixels that a caption can be wrong about.
 """
 
+from __future__ import annotations
+
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
+from typing import TYPE_CHECKING
 
 from ..images import load_image
-from ..zero_shot import ZeroShotClassifier
 from .formats import DOMAINS
+
+if TYPE_CHECKING:
+    import torch
 
 OTHER = "other"
 LABELS = DOMAINS + (OTHER,)
@@ -95,6 +97,11 @@ class ImageDomainClassifier:
     def __init__(self, model_path: str | Path, tokenizer_path: str | Path | None = None,
                  prompts: dict[str, list[str]] | None = None, other_prompts: list[str] | None = None,
                  min_prob: float = 0.0, device: str = "cpu"):
+        # torch and transformers load here: the caption classifier and the release readers that use it stay light
+        from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
+
+        from ..zero_shot import ZeroShotClassifier
+
         self.min_prob = min_prob
         model = CLIPModel.from_pretrained(str(model_path)).to(device)
         self.processor = CLIPImageProcessorPil.from_pretrained(str(model_path))

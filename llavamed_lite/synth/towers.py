@@ -19,8 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, MistralConfig, MistralForCausalLM,
-                          get_cosine_schedule_with_warmup)
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, MistralConfig, MistralForCausalLM
 
 from ..data.formats import DOMAINS
 from ..zero_shot import ZeroShotClassifier, clip_text_inputs, embed_images, embed_texts
@@ -88,6 +87,10 @@ def pixel_values(paths: list[Path], processor: CLIPImageProcessorPil) -> torch.T
 
 
 def _schedule(model, lr, warmup, steps):
+    # here, not at the top: transformers.optimization brings the Trainer's imports (peft, bitsandbytes: seconds),
+    # which notebooks that only load the towers do not need
+    from transformers import get_cosine_schedule_with_warmup
+
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"training steps must be a positive integer, got {steps!r}")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)

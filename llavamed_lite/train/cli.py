@@ -35,12 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)  # a bad key or value is refused before the imports below
     # torch, transformers and accelerate load here, not at `--help` or on a usage error (seconds)
     from accelerate import PartialState
 
     from .stages import train_stage
 
-    cfg = config_from_args(args)
     result = train_stage(cfg, args.stage, args.run_dir, resume=args.resume, records=args.records,
                          image_folder=args.image_folder, benchmark=args.benchmark,
                          progress=not args.no_progress)
