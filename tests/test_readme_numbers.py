@@ -61,3 +61,11 @@ def test_the_captions_before_stage_1_are_notebook_04s_printed_figure():
     before = re.search(r"domain named correctly: before (\d\.\d\d), after", printed).group(1)
     row = next(line for line in README.splitlines() if "generated captions naming the right domain" in line)
     assert row.split(" | ")[3].startswith(f"{before} before")
+
+
+def test_the_quick_mode_sizes_are_the_configs():
+    from llavamed_lite.config import QUICK_EVAL, QUICK_STEPS, QUICK_TRAIN, QUICK_WORLD
+
+    line = " ".join(README.split("`make test` runs the unit tests")[1].split("(`QUICK_*`")[0].split())
+    assert (f"cut to {QUICK_STEPS['tiny']} steps on a {QUICK_WORLD['tiny'][0]}-figure tiny world, benchmark evaluations "
+            f"to {QUICK_EVAL['tiny']} questions and benchmark fine-tuning to {QUICK_TRAIN['tiny']}") in line
