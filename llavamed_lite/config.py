@@ -15,10 +15,10 @@ SCALES = ("tiny", "lora", "full")
 # Quick mode (`make test`, `llavamed-lite run --quick`): a smoke test of every code path in minutes. Each training
 # stage is cut to QUICK_STEPS, the tiny world shrinks to QUICK_WORLD (training figures, held-out figures, PMC
 # packages), benchmark evaluations to QUICK_EVAL questions and benchmark fine-tuning to QUICK_TRAIN questions (more
-# than its steps read: preparing VQA-RAD's 1,797 for a few steps took most of notebook 06 at lora / full); at `lora` / `full` the batches shrink to 2 and the
-# inputs are those that need no network (the curated chain on the synthetic PMC packages, VQA-RAD), so the GPU
-# presets' shapes run on a CPU with miniature models (`llavamed-lite make-mini`). `make demo` / `make notebooks`
-# run the full tiny recipe.
+# than its steps read; preparing all of VQA-RAD's 1,797 would be most of notebook 06's time at lora / full); at
+# `lora` / `full` the batches shrink to 2 and the inputs are those that need no network (the curated chain on the
+# synthetic PMC packages, VQA-RAD), so the GPU presets' shapes run on a CPU with miniature models (`llavamed-lite
+# make-mini`). `make demo` / `make notebooks` run the full tiny recipe.
 QUICK_ENV = "LLAVAMED_LITE_QUICK"
 QUICK_STEPS = {"tiny": 40, "lora": 2, "full": 2}
 QUICK_WORLD = {"tiny": (600, 60, 12), "lora": (40, 20, 12), "full": (40, 20, 12)}

@@ -67,5 +67,5 @@ def test_the_quick_mode_sizes_are_the_configs():
     from llavamed_lite.config import QUICK_EVAL, QUICK_STEPS, QUICK_TRAIN, QUICK_WORLD
 
     line = " ".join(README.split("`make test` runs the unit tests")[1].split("(`QUICK_*`")[0].split())
-    assert (f"cut to {QUICK_STEPS['tiny']} steps on a {QUICK_WORLD['tiny'][0]}-figure tiny world, benchmark evaluations "
-            f"to {QUICK_EVAL['tiny']} questions and benchmark fine-tuning to {QUICK_TRAIN['tiny']}") in line
+    assert (f"cut to {QUICK_STEPS['tiny']} steps on a {QUICK_WORLD['tiny'][0]}-figure tiny world, benchmark "
+            f"evaluations to {QUICK_EVAL['tiny']} questions and benchmark fine-tuning to {QUICK_TRAIN['tiny']}") in line
