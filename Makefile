@@ -41,12 +41,12 @@ lab: $(STAMP)
 # (where a notebook run by hand writes).
 QUICK_NOTEBOOKS := build/quick-notebooks
 
-# The unit tests run on 2 workers (pytest-xdist): alone they keep about 1.1 of 2 cores busy. The quick notebooks
-# and the scales already use both cores; run side by side they took as long as one after the other.
+# The unit tests on 2 workers (pytest-xdist; alone they keep about 1.1 of 2 cores busy), then the quick notebooks
+# beside the two scales. Every process has one thread: processes of 2 threads each on 2 cores wait on each other
+# (docs/testing.md has the figures). --output-sync prints each target's output whole when it ends.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -p no:cacheprovider -q -n 2 --dist worksteal
-	$(MAKE) test-notebooks
-	$(MAKE) test-scales
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -p no:cacheprovider -q -n 2 --dist worksteal
+	OMP_NUM_THREADS=1 $(MAKE) -j2 --output-sync=target test-notebooks test-scales
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
@@ -58,15 +58,15 @@ test-notebooks: $(STAMP)
 # The GPU presets' path on the CPU: every notebook at `lora` (QLoRA, 4-bit) and at `full`, at their shapes (336 px,
 # 576 image tokens, Mistral with a SentencePiece-style tokenizer) with miniature random-weight stand-ins for the hub
 # models, in quick mode (a few steps, inputs that need no network: the curated chain and VQA-RAD). The two scales run
-# side by side (most of their time is one Python process each); their logs are build/scales/*.log. Paths are
-# absolute: the notebooks run in notebooks/.
+# side by side, one thread each (two processes of 2 threads each on 2 cores wait on each other); their logs are
+# build/scales/*.log. Paths are absolute: the notebooks run in notebooks/.
 MINI := build/mini
 SCALES := build/scales
 
 test-scales: $(STAMP)
 	rm -rf $(MINI) $(SCALES) && $(BIN)/llavamed-lite make-mini --out $(MINI) && mkdir -p $(SCALES)
 	pids=""; for scale in lora full; do \
-		$(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick --no-progress \
+		OMP_NUM_THREADS=1 $(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick --no-progress \
 			--set model.vision=$(CURDIR)/$(MINI)/vision --set model.lm=$(CURDIR)/$(MINI)/lm \
 			> $(SCALES)/$$scale.log 2>&1 & pids="$$pids $$!"; \
 	done; status=0; for pid in $$pids; do wait $$pid || status=1; done; \
