@@ -8,6 +8,10 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
+# pip compiles nothing at install (--no-compile): byte-compiling every module of torch, transformers, JupyterLab and
+# gradio was most of the install's 2.5 minutes. Python compiles what is imported instead, once, into __pycache__;
+# where PYTHONDONTWRITEBYTECODE is set it would compile the same modules again in every process, so make unsets it.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo lab test test-unit test-notebooks test-scales notebooks bench clean
 
@@ -16,9 +20,9 @@ $(BIN)/python:
 
 # torch first and pinned (a CPU wheel; unpinned torch pulls a CUDA build), then the package.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-compile --upgrade pip
+	$(BIN)/pip install -q --no-compile torch==2.13.0
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -40,6 +44,9 @@ lab: $(STAMP)
 # tiny recipe. They run from a copy in build/, so the smoke test's runs never replace a full run in notebooks/runs/
 # (where a notebook run by hand writes).
 QUICK_NOTEBOOKS := build/quick-notebooks
+# In make test a notebook's kernel is a fork of one process that has already imported torch, transformers and the
+# package (llavamed_lite/warm_kernel.py): each kernel used to spend 10-15 s on them, 24 kernels in all.
+WARM := $(BIN)/python -m llavamed_lite.warm_kernel run --
 
 # The unit tests on 2 workers (pytest-xdist; alone they keep about 1.1 of 2 cores busy), then the quick notebooks
 # beside the two scales. Every process has one thread: processes of 2 threads each on 2 cores wait on each other
@@ -53,7 +60,7 @@ test-unit: $(STAMP)
 
 test-notebooks: $(STAMP)
 	rm -rf $(QUICK_NOTEBOOKS) && mkdir -p $(QUICK_NOTEBOOKS) && cp notebooks/*.ipynb $(QUICK_NOTEBOOKS)/
-	LLAVAMED_LITE_QUICK=1 $(BIN)/python -m pytest $(QUICK_NOTEBOOKS) --nbval-lax -p no:cacheprovider -q
+	LLAVAMED_LITE_QUICK=1 $(WARM) $(BIN)/python -m pytest $(QUICK_NOTEBOOKS) --nbval-lax -p no:cacheprovider -q
 
 # The GPU presets' path on the CPU: every notebook at `lora` (QLoRA, 4-bit) and at `full`, at their shapes (336 px,
 # 576 image tokens, Mistral with a SentencePiece-style tokenizer) with miniature random-weight stand-ins for the hub
@@ -66,8 +73,8 @@ SCALES := build/scales
 test-scales: $(STAMP)
 	rm -rf $(MINI) $(SCALES) && $(BIN)/llavamed-lite make-mini --out $(MINI) && mkdir -p $(SCALES)
 	pids=""; for scale in lora full; do \
-		OMP_NUM_THREADS=1 $(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick --no-progress \
-			--set model.vision=$(CURDIR)/$(MINI)/vision --set model.lm=$(CURDIR)/$(MINI)/lm \
+		OMP_NUM_THREADS=1 $(WARM) $(BIN)/llavamed-lite run --scale $$scale --run-dir $(SCALES)/$$scale --quick \
+			--no-progress --set model.vision=$(CURDIR)/$(MINI)/vision --set model.lm=$(CURDIR)/$(MINI)/lm \
 			> $(SCALES)/$$scale.log 2>&1 & pids="$$pids $$!"; \
 	done; status=0; for pid in $$pids; do wait $$pid || status=1; done; \
 	for scale in lora full; do echo "== $$scale"; tail -n 25 $(SCALES)/$$scale.log; done; exit $$status
