@@ -39,7 +39,7 @@ lab: $(STAMP)
 	env -u MPLBACKEND $(BIN)/jupyter-lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
 		--MappingKernelManager.default_kernel_name=python3 --allow-root
 
-# The notebooks run as a smoke test here: LLAVAMED_LITE_QUICK=1 caps each tiny training stage at 40 steps on a smaller
+# The notebooks run as a smoke test here: LLAVAMED_LITE_QUICK=1 caps each tiny training stage at 20 steps on a smaller
 # tiny world (config.py, QUICK_*), so they take minutes in `make test`; `make demo` and `make notebooks` run the full
 # tiny recipe. They run from a copy in build/, so the smoke test's runs never replace a full run in notebooks/runs/
 # (where a notebook run by hand writes).

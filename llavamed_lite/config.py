@@ -20,7 +20,7 @@ SCALES = ("tiny", "lora", "full")
 # synthetic PMC packages, VQA-RAD), so the GPU presets' shapes run on a CPU with miniature models (`llavamed-lite
 # make-mini`). `make demo` / `make notebooks` run the full tiny recipe.
 QUICK_ENV = "LLAVAMED_LITE_QUICK"
-QUICK_STEPS = {"tiny": 40, "lora": 2, "full": 2}
+QUICK_STEPS = {"tiny": 20, "lora": 2, "full": 2}
 QUICK_WORLD = {"tiny": (600, 60, 12), "lora": (40, 20, 12), "full": (40, 20, 12)}
 QUICK_EVAL = {"tiny": 60, "lora": 24, "full": 24}
 QUICK_TRAIN = {"tiny": 400, "lora": 24, "full": 24}
@@ -107,7 +107,8 @@ class DataConfig:
     max_pairs: int | None = None  # llava-med: train on this many pairs, sampled round-robin over the five domains
     benchmark: str = "tiny"  # VQA fine-tuning data: tiny (the world's questions), vqa-rad, slake or pathvqa
     benchmark_data: str | None = None  # the benchmark's folder (None: data_samples/; PathVQA has to be given)
-    eval_limit: int | None = None  # notebook 06: answer only the first N test questions of a benchmark (None: all)
+    eval_limit: int | None = None  # answer at most N questions: a benchmark's first N test questions (notebook 06),
+    # notebook 05's chats (None: all)
     train_limit: int | None = None  # fine-tune only on the first N training questions of a benchmark (None: all)
     image_size: int = 64  # tiny-world figure size in pixels
     n_train_figures: int = 3000  # tiny world: figures for training (stage 1, stage 2, VQA)

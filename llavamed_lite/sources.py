@@ -149,7 +149,10 @@ def chat_samples(cfg: Config, run_dir: str | Path, records: Records, n: int = 3,
     """Figures to chat about before and after stage 2, each {id, image, questions, answers,
     answer_types, findings}: at source tiny the first n held-out figures with `turns` questions
     beyond modality and organ (and their true findings); otherwise the first n stage-2
-    conversations' own questions (answer types and findings unknown: None)."""
+    conversations' own questions (answer types and findings unknown: None). With `data.eval_limit`
+    (quick mode) the chats ask at most that many questions."""
+    if cfg.data.eval_limit:
+        n = min(n, max(1, cfg.data.eval_limit // turns))
     if cfg.data.source == "tiny":
         world = ensure_world(cfg, run_dir)
         findings = {r["pair_id"]: r["findings"] for r in read_caption_file(world["captions_heldout"])}

@@ -74,6 +74,9 @@ def test_tiny_chat_samples_ask_beyond_what_captions_answer_and_carry_their_truth
         assert len(s["questions"]) == len(s["answers"]) == len(s["answer_types"]) == 2
         assert {q["question_type"] for q in asked}.isdisjoint(CAPTION_QUESTION_TYPES)
         assert s["findings"] == truth[s["id"]] and s["id"] in heldout
+    cfg.data.eval_limit = 6  # quick mode: at most 6 questions, 3 figures of 2
+    assert [s["id"] for s in chat_samples(cfg, tmp_path, stage_inputs(cfg, "2", tmp_path), n=4, turns=2)] == [
+        s["id"] for s in samples[:3]]
 
 
 @pytest.mark.parametrize("scale", ["lora", "full"])
