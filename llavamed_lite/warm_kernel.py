@@ -82,7 +82,9 @@ def _become_kernel(conn: socket.socket) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the kernel waits for its own subprocesses
         _, fds, _, _ = socket.recv_fds(conn, 1, 3)
         request = _receive(conn)
-        os.setsid()  # its own session: the launcher forwards the signals meant for it
+        # its own process group, so a Ctrl-C in the terminal reaches it once, through the launcher; the session stays
+        # make's, where the scheduler weighs it against the other tests by their nice values
+        os.setpgrp()
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)

@@ -94,7 +94,7 @@ def test_make_test_runs_the_notebooks_in_quick_mode_from_a_copy():
     def recipe(target: str) -> str:
         return makefile.split(f"\n{target}:")[1].split("\n\n")[0]
 
-    assert "test-notebooks test-scales" in recipe("test")
+    assert "test-unit" in recipe("test") and "test-notebooks test-scales" in recipe("test")
     notebooks = recipe("test-notebooks")
     assert "LLAVAMED_LITE_QUICK=1" in notebooks
     assert "cp notebooks/*.ipynb $(QUICK_NOTEBOOKS)/" in notebooks  # the quick runs never land in notebooks/runs
