@@ -147,6 +147,9 @@ def launch(argv: list[str]) -> int:
 
 def run(command: list[str], preload: tuple[str, ...] = PRELOAD) -> int:
     """Run `command` with its 'python3' notebook kernels forked from one warm process; return its exit status."""
+    if sys.platform != "linux":  # on macOS a process that has loaded torch (and Apple's frameworks) may not fork safely
+        print(f"warm kernel: not on {sys.platform}; the notebooks start plain kernels", file=sys.stderr)
+        return subprocess.call(command)
     with tempfile.TemporaryDirectory(prefix="warm-kernel-") as tmp:
         socket_path = Path(tmp) / "socket"
         spec = Path(tmp) / "kernels" / "python3"

@@ -87,6 +87,13 @@ def test_run_reports_a_warm_process_that_cannot_start():
     assert warm_kernel.main(["run", "true"]) == 2  # no `--` before the command: the usage
 
 
+def test_other_platforms_run_the_command_with_plain_kernels_and_say_so(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    marker = tmp_path / "ran"
+    assert warm_kernel.run([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], preload=("json",)) == 0
+    assert marker.exists() and "plain kernels" in capsys.readouterr().err
+
+
 def test_make_test_forks_its_notebook_kernels_and_nothing_else_does():
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "WARM := $(BIN)/python -m llavamed_lite.warm_kernel run --" in makefile
