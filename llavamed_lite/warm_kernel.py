@@ -29,7 +29,8 @@ from pathlib import Path
 
 SOCKET_ENV = "LLAVAMED_LITE_WARM_KERNEL"
 # What the notebooks' import cells load, in their order: llavamed_lite first (it quiets tqdm before transformers
-# loads it). Not gradio (notebook 07 only; it can start threads, and a fork keeps none).
+# loads it). Not gradio: only notebook 07 imports it. A fork keeps only the forking thread, so `serve` checks that
+# these imports started no other.
 PRELOAD = ("llavamed_lite", "torch", "transformers", "matplotlib.pyplot", "pandas", "ipykernel.kernelapp",
            "llavamed_lite.model.compose", "llavamed_lite.train.launch", "llavamed_lite.train.stages",
            "llavamed_lite.eval.evaluate", "llavamed_lite.eval.report", "llavamed_lite.synth.towers")
