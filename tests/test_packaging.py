@@ -100,3 +100,9 @@ def test_make_test_runs_the_notebooks_in_quick_mode_from_a_copy():
     assert "cp notebooks/*.ipynb $(QUICK_NOTEBOOKS)/" in notebooks  # the quick runs never land in notebooks/runs
     assert "pytest $(QUICK_NOTEBOOKS) --nbval-lax" in notebooks
     assert "QUICK" not in recipe("demo")
+    # the notebooks' kernels are warm forks in make test only (llavamed_lite/warm_kernel.py)
+    assert "WARM := $(BIN)/python -m llavamed_lite.warm_kernel run --" in makefile
+    for target in ("test-notebooks", "test-scales"):
+        assert "$(WARM) $(BIN)/" in recipe(target)
+    for target in ("demo", "notebooks", "lab"):
+        assert "WARM" not in recipe(target)

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from llavamed_lite import warm_kernel
-from llavamed_lite.paths import REPO_ROOT
 
 # Run by `warm_kernel.run` as its command: two kernels one after the other, through jupyter_client as papermill and
 # nbval start them; what each printed goes to a JSON file.
@@ -93,11 +92,3 @@ def test_other_platforms_run_the_command_with_plain_kernels_and_say_so(monkeypat
     assert warm_kernel.run([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], preload=("json",)) == 0
     assert marker.exists() and "plain kernels" in capsys.readouterr().err
 
-
-def test_make_test_forks_its_notebook_kernels_and_nothing_else_does():
-    makefile = (REPO_ROOT / "Makefile").read_text()
-    assert "WARM := $(BIN)/python -m llavamed_lite.warm_kernel run --" in makefile
-    for target in ("test-notebooks", "test-scales"):
-        assert "$(WARM) $(BIN)/" in makefile.split(f"\n{target}:")[1].split("\n\n")[0]
-    for target in ("demo", "notebooks", "lab"):
-        assert "WARM" not in makefile.split(f"\n{target}:")[1].split("\n\n")[0]
