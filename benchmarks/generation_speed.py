@@ -30,7 +30,6 @@ questions per image, as in VQA-RAD and SLAKE).
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+
+from machine import cpu_name, fast_bf16, matmul_gflops
 
 from llavamed_lite.eval.generate import answer_questions, item_image
 from llavamed_lite.generation import generate, prompt, with_image
@@ -113,19 +114,6 @@ def one_phase_run(model, processor, items, batch_size: int, max_new_tokens: int)
     return {"ms_per_batch": round(total / batches * 1e3, 2), **{f"{k}_ms": v for k, v in ms.items()},
             "decode_steps_per_batch": round(sum(k == "decode" for k, _ in calls) / batches, 1),
             "rest_ms": round(total / batches * 1e3 - sum(ms.values()), 2)}
-
-
-def matmul_gflops(model, rows: int, repeats: int = 200) -> float:
-    """GFLOP/s of one LM weight product (hidden -> intermediate size) on `rows` token rows, in the model's dtype."""
-    text = model.config.text_config
-    x = torch.randn(rows, text.hidden_size, dtype=model.dtype)
-    w = torch.randn(text.intermediate_size, text.hidden_size, dtype=model.dtype)
-    for _ in range(20):
-        torch.nn.functional.linear(x, w)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        torch.nn.functional.linear(x, w)
-    return round(2 * rows * w.numel() * repeats / (time.perf_counter() - start) / 1e9, 1)
 
 
 def best_of(repeats: int, model, processor, items, single_items, batch_size: int, max_new_tokens: int) -> dict:
@@ -207,6 +195,7 @@ def main() -> None:
         for dtype in args.dtype:
             (model, processor), which = tiny_model(tmp, args.model, dtype)
             model.eval()
+            text = model.config.text_config
             for max_new_tokens in args.max_new_tokens:
                 ways = best_of(args.repeats, model, processor, items, [items[i] for i in picked], args.batch_size,
                                max_new_tokens)
@@ -216,7 +205,8 @@ def main() -> None:
                 base = ways["one_at_a_time"]["questions_per_s"]
                 runs.append({
                     "dtype": dtype, "max_new_tokens": max_new_tokens, **ways,
-                    "matmul_gflops": {f"{rows} rows": matmul_gflops(model, rows) for rows in (1, 16, 256)},
+                    "matmul_gflops": {f"{rows} rows": matmul_gflops(rows, text.hidden_size, text.intermediate_size,
+                                                                    model.dtype) for rows in (1, 16, 256)},
                     "speedup": round(ways["batched"]["questions_per_s"] / base, 2),
                     "speedup_ours_one_at_a_time": round(ways["ours_one_at_a_time"]["questions_per_s"] / base, 2),
                     # greedy decoding: batching and the loop change no answer
@@ -226,7 +216,7 @@ def main() -> None:
     result = {
         "model": which, "parameters": sum(p.numel() for p in model.parameters()), "device": "cpu",
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "repeats": args.repeats,
+        "cpu": cpu_name(), "fast_bf16": fast_bf16(), "torch": torch.__version__, "repeats": args.repeats,
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after: other work on the CPU
         "runs": runs,
     }

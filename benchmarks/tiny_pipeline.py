@@ -1,6 +1,6 @@
 """The tiny pipeline's training stages timed with and without each speed lever, in one run on this machine.
 
-    python benchmarks/tiny_pipeline.py              # ~10 minutes on 2 cores
+    python benchmarks/tiny_pipeline.py              # ~8 minutes on 2 cores
     python benchmarks/tiny_pipeline.py --steps 10   # a quicker look
 
 Every case trains one stage for a few steps through `train_stage`, the path `make demo` takes, on a small tiny world,
@@ -16,13 +16,18 @@ image's questions joined, or a row packing several, counts each question). The l
   PyTorch emulates it, many times slower (this benchmark shows which kind of CPU it ran on).
 `today` is the path before them: float32, random batches, one question per record. A stage's time is its examples
 (the preset's steps x batch, or epochs x records) divided by the measured samples/s, for the old preset and the
-current one. Results: benchmarks/results/tiny_pipeline.{json,md,png}.
+current one.
+
+The floor: after the timed steps a few more run under `torch.utils.flop_counter`, which counts the FLOPs of the
+weight products (forward and backward; attention's own products are not counted, so the floor is a lower bound).
+A stage's matmul floor is the preset's examples x FLOPs a sample / the rate at which this CPU multiplies the LM's
+matrices (`matmul_gflops`, measured in the run): the time the stage would take if everything else in a step (the
+elementwise work, attention, the optimiser, Python) cost nothing. Results: benchmarks/results/tiny_pipeline.{json,md,png}.
 """
 
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +39,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from transformers import AutoConfig, TrainerCallback  # noqa: E402
 
+from machine import cpu_name, fast_bf16, matmul_gflops  # noqa: E402
 from llavamed_lite.config import load_config  # noqa: E402
+from llavamed_lite.paths import TINY_FOUNDATION  # noqa: E402
 from llavamed_lite.runs import RunDir  # noqa: E402
 from llavamed_lite.sources import ensure_alignment, ensure_instruct, ensure_world  # noqa: E402
 from llavamed_lite.train.stages import stage_config, train_stage  # noqa: E402
@@ -44,6 +52,8 @@ from llavamed_lite.train.stages import stage_config, train_stage  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 # The tiny preset before the levers: (stage, examples trained) = steps x batch, or epochs x the world's questions.
 OLD_PRESET_EXAMPLES = {"1": 280 * 16, "2": 1000 * 16, "vqa": 4.5 * 22174}
+COUNTED_STEPS = 15  # steps whose matrix-product FLOPs are counted, after the timed ones (emulated bf16: 2)
+MATMUL_ROWS = 16 * 144  # token rows of a stage-2 step: the rate of the LM's products at a training step's size
 WORLD_QUESTIONS = 22174  # questions in the tiny world's VQA training split (3,000 figures)
 CASES = [  # (stage, case, overrides on top of `today`)
     ("1", "today", {}),
@@ -67,13 +77,29 @@ TODAY = {"cache_vision_features": False, "group_by_length": False, "join_questio
 
 
 class StepClock(TrainerCallback):
-    """Wall-clock time at the end of every step, so the first (warm-up) step can be left out."""
+    """Wall-clock time at the end of every timed step, then the matrix-product FLOPs of a few steps after them.
 
-    def __init__(self):
-        self.times = []
+    The first (warm-up) step is left out of the time; counting FLOPs slows a step, so it runs only after the clock
+    has stopped."""
+
+    def __init__(self, timed_steps: int):
+        self.times, self.flops, self.counted_steps = [], 0, 0
+        self.first_counted = timed_steps + 1  # the warm-up step, then the timed ones
+        self.counter = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step >= self.first_counted:
+            self.counter = FlopCounterMode(display=False)
+            self.counter.__enter__()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter())
+        if self.counter is None:
+            self.times.append(time.perf_counter())
+            return
+        self.counter.__exit__(None, None, None)
+        self.flops += self.counter.get_total_flops()
+        self.counted_steps += 1
+        self.counter = None
 
 
 def examples_per_row(records_file: Path, run_dir: Path, stage: str, settings: dict) -> float:
@@ -90,34 +116,26 @@ def examples_per_row(records_file: Path, run_dir: Path, stage: str, settings: di
 
 def run_case(stage: str, case: str, overrides: dict, steps: int, run_dir: Path, records: Path, folder: Path) -> dict:
     settings = {**TODAY, **overrides}
-    timed_steps = 3 if settings["bf16"] and not fast_bf16() else steps  # emulated bf16: a few steps tell enough
+    slow = settings["bf16"] and not fast_bf16()  # emulated bf16: a few steps tell enough
+    timed_steps, counted_steps = (3, 2) if slow else (steps, COUNTED_STEPS)
     cfg = load_config("tiny", {f"{stage_key(stage)}.{k}": v for k, v in settings.items()}
-                      | {f"{stage_key(stage)}.max_steps": timed_steps + 1, f"{stage_key(stage)}.save_steps": 10_000})
-    clock = StepClock()
+                      | {f"{stage_key(stage)}.max_steps": timed_steps + 1 + counted_steps,
+                         f"{stage_key(stage)}.save_steps": 10_000})
+    clock = StepClock(timed_steps)
     train_stage(cfg, stage, run_dir, records=records, image_folder=folder, callbacks=[clock], progress=False)
     batch = stage_config(cfg, stage).batch_size
     per_row = examples_per_row(records, run_dir, stage, settings)
     seconds = clock.times[-1] - clock.times[0]
     rate = timed_steps * batch * per_row / seconds
-    print(f"stage {stage:3s} {case:16s} {rate:8.1f} samples/s ({timed_steps} steps in {seconds:.1f} s)")
+    flops_per_example = clock.flops / (clock.counted_steps * batch * per_row)
+    print(f"stage {stage:3s} {case:16s} {rate:8.1f} samples/s ({timed_steps} steps in {seconds:.1f} s), "
+          f"{flops_per_example / 1e6:.0f} MFLOP a sample")
     return {"stage": stage, "case": case, "settings": settings, "steps": timed_steps, "seconds": seconds,
-            "samples_per_s": rate}
+            "samples_per_s": rate, "flops_per_example": flops_per_example}
 
 
 def stage_key(stage: str) -> str:
     return {"1": "stage1", "2": "stage2", "vqa": "vqa"}[stage]
-
-
-def fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (else PyTorch emulates it, far slower than float32)."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return torch.cuda.is_available() or any(f in flags for f in ("avx512_bf16", "amx_bf16"))
-
-
-def cpu_name() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def preset_examples(stage: str) -> float:
@@ -128,8 +146,10 @@ def preset_examples(stage: str) -> float:
     return tc.epochs * WORLD_QUESTIONS
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Per stage: today's rate, the preset's rate (the levers the preset turns on), and the stage's time both ways."""
+def summarise(rows: list[dict], gflops: float) -> dict:
+    """Per stage: today's rate, the preset's rate (the levers the preset turns on), the stage's time both ways, and
+    its floor: the preset's matrix-product FLOPs at the rate this CPU multiplies the LM's matrices (`gflops`), the
+    time the stage would take if everything else in a step cost nothing."""
     preset = load_config("tiny")
     out = {}
     for stage in ("1", "2", "vqa"):
@@ -143,26 +163,30 @@ def summarise(rows: list[dict]) -> dict:
         out[stage] = {"today_samples_per_s": today["samples_per_s"], "preset_case": chosen and chosen["case"],
                       "preset_samples_per_s": chosen and chosen["samples_per_s"],
                       "speedup_per_sample": chosen and chosen["samples_per_s"] / today["samples_per_s"],
-                      "old_preset_seconds": old_s, "preset_seconds": new_s}
+                      "old_preset_seconds": old_s, "preset_seconds": new_s,
+                      "matmul_floor_seconds": chosen and preset_examples(stage) * chosen["flops_per_example"]
+                      / (gflops * 1e9)}
     return out
 
 
 def write_table(rows: list[dict], summary: dict, machine: dict) -> str:
     lines = [f"Tiny pipeline training, {machine['cpu']} ({machine['threads']} threads, bf16 in hardware: "
-             f"{machine['fast_bf16']}).", "",
-             "| stage | case | samples/s | x today |", "| --- | --- | ---: | ---: |"]
+             f"{machine['fast_bf16']}; float32 LM products at {machine['matmul_gflops']:.0f} GFLOP/s).", "",
+             "| stage | case | samples/s | x today | MFLOP a sample |", "| --- | --- | ---: | ---: | ---: |"]
     for r in rows:
         today = next(t for t in rows if t["stage"] == r["stage"] and t["case"] == "today")
         lines.append(f"| {r['stage']} | {r['case']} | {r['samples_per_s']:.1f} | "
-                     f"{r['samples_per_s'] / today['samples_per_s']:.2f} |")
-    lines += ["", "| stage | old preset (s) | current preset (s) | levers on | ratio |", "| --- | ---: | ---: | --- | ---: |"]
-    total_old = total_new = 0.0
+                     f"{r['samples_per_s'] / today['samples_per_s']:.2f} | {r['flops_per_example'] / 1e6:.0f} |")
+    lines += ["", "| stage | old preset (s) | current preset (s) | levers on | ratio | matmul floor (s) |",
+              "| --- | ---: | ---: | --- | ---: | ---: |"]
+    total_old = total_new = total_floor = 0.0
     for stage, s in summary.items():
         total_old += s["old_preset_seconds"]
         total_new += s["preset_seconds"] or 0.0
+        total_floor += s["matmul_floor_seconds"] or 0.0
         lines.append(f"| {stage} | {s['old_preset_seconds']:.0f} | {s['preset_seconds']:.0f} | {s['preset_case']} | "
-                     f"{s['old_preset_seconds'] / s['preset_seconds']:.2f} |")
-    lines.append(f"| all | {total_old:.0f} | {total_new:.0f} | | {total_old / total_new:.2f} |")
+                     f"{s['old_preset_seconds'] / s['preset_seconds']:.2f} | {s['matmul_floor_seconds']:.0f} |")
+    lines.append(f"| all | {total_old:.0f} | {total_new:.0f} | | {total_old / total_new:.2f} | {total_floor:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,9 +219,11 @@ def main() -> None:
               "vqa": world["vqa_train"]}
     rows = [run_case(stage, case, overrides, args.steps, run_dir, Path(inputs[stage]), world["root"])
             for stage, case, overrides in CASES]
-    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
-               "fast_bf16": fast_bf16(), "torch": torch.__version__}
-    summary = summarise(rows)
+    lm = AutoConfig.from_pretrained(TINY_FOUNDATION / "lm")
+    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "fast_bf16": fast_bf16(),
+               "torch": torch.__version__,
+               "matmul_gflops": matmul_gflops(MATMUL_ROWS, lm.hidden_size, lm.intermediate_size)}
+    summary = summarise(rows, machine["matmul_gflops"])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tiny_pipeline.json").write_text(json.dumps({"machine": machine, "cases": rows, "stages": summary},
                                                            indent=1))

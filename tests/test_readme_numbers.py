@@ -69,3 +69,16 @@ def test_the_quick_mode_sizes_are_the_configs():
     line = " ".join(README.split("`make test` runs the unit tests")[1].split("(`QUICK_*`")[0].split())
     assert (f"cut to {QUICK_STEPS['tiny']} steps on a {QUICK_WORLD['tiny'][0]}-figure tiny world, benchmark "
             f"evaluations to {QUICK_EVAL['tiny']} questions and benchmark fine-tuning to {QUICK_TRAIN['tiny']}") in line
+
+
+def test_the_tiny_pipeline_speed_section_is_the_committed_benchmark():
+    results = REPO_ROOT / "benchmarks" / "results"
+    section = README.split("### Speed of the tiny run")[1].split("\n## ")[0]
+    assert (results / "tiny_pipeline.md").read_text() in section
+    stages = json.loads((results / "tiny_pipeline.json").read_text())["stages"]
+    old = sum(s["old_preset_seconds"] for s in stages.values())
+    new = sum(s["preset_seconds"] for s in stages.values())
+    floor = sum(s["matmul_floor_seconds"] for s in stages.values())
+    prose = " ".join(section.split())
+    assert f"about {old / new:.2f}x faster than before" in prose
+    assert f"three stages' matrix products alone take {floor:.0f} s" in prose
