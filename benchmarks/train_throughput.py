@@ -35,7 +35,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import tempfile
 import time
 import traceback
@@ -47,6 +46,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import LlavaForConditionalGeneration, TrainerCallback, default_data_collator  # noqa: E402
 
+from machine import cpu_name  # noqa: E402
 from llavamed_lite.config import load_config  # noqa: E402
 from llavamed_lite.model.compose import compose_llava, llava_config, quiet_transformers  # noqa: E402
 from llavamed_lite.model.freeze import freeze_for_stage  # noqa: E402
@@ -456,7 +456,7 @@ def main(argv=None) -> dict:
         measured = run_tiny(args.device, args.steps)
     else:
         measured = {"warmup_steps": args.warmup, "cases": compare(args.shape, args.device, args.warmup, args.steps)}
-    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or platform.machine()
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else cpu_name()
     result = {"shape": args.shape, "device": args.device, "device_name": device_name,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
               "load_average_1min": [load_before, os.getloadavg()[0]], **measured}

@@ -4,6 +4,7 @@ QLoRA) run in one call on the same checkpoint and batch, and ours carry their ra
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ CASES = ["stock stage 2", "ours stage 2", "stock QLoRA", "ours QLoRA"]
 
 
 def benchmark():
+    if str(SCRIPT.parent) not in sys.path:  # as when run as a script: it imports its neighbour machine.py
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
