@@ -42,6 +42,21 @@ def pipeline_notebooks(folder: str | Path = NOTEBOOKS, only: list[str] | None = 
     return found
 
 
+def committed_seconds(path: Path) -> float | None:
+    """How long this notebook took in the run whose outputs are committed (papermill's record in its metadata), so
+    that a reader of `make demo` knows what to expect; None for a notebook never executed or unreadable (papermill
+    says what is wrong with it when it runs)."""
+    try:
+        seconds = json.loads(Path(path).read_text(encoding="utf-8"))["metadata"]["papermill"]["duration"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None
+
+
+def about(seconds: float) -> str:
+    return f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
+
+
 def execute_notebook(path: Path, output: Path, parameters: dict, cwd: Path,
                      progress: bool = True) -> float:
     """Run one notebook with papermill; return its wall time. Raises NotebookFailed
@@ -121,8 +136,16 @@ def run_pipeline(scale: str = "tiny", run_dir: str | Path = "runs/demo",
     if seed is not None and not in_place:
         parameters["seed"] = seed
     summary = {"scale": scale, "notebooks": [], "metrics": {}}
+    # the committed notebooks hold the tiny recipe's run: their times say what to expect of the same run
+    expected = ({path: committed_seconds(path) for path in notebooks}
+                if scale == "tiny" and not quick and not settings else {})
+    if len(expected) > 1 and None not in expected.values():
+        print(f"The run recorded in these notebooks took {about(sum(expected.values()))}; yours depends on your CPU.",
+              flush=True)
     for i, path in enumerate(notebooks, 1):
-        print(f"[{i}/{len(notebooks)}] {path.name}", flush=True)
+        took = expected.get(path)
+        print(f"[{i}/{len(notebooks)}] {path.name}" + (f" ({about(took)} in the recorded run)" if took else ""),
+              flush=True)
         output = path if in_place else out_dir / path.name
         entry = {"name": path.stem, "seconds": 0.0, "ok": False}
         summary["notebooks"].append(entry)

@@ -6,16 +6,18 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llavamed_lite.run import (NotebookFailed, absolute_paths, format_summary, pipeline_notebooks, run_pipeline, settle,
-                               tidy_streams)
+from llavamed_lite.run import (NotebookFailed, about, absolute_paths, committed_seconds, format_summary,
+                               pipeline_notebooks, run_pipeline, settle, tidy_streams)
 
 
-def _notebook(path: Path, *sources: str) -> None:
+def _notebook(path: Path, *sources: str, seconds: float | None = None) -> None:
     cells = [nbformat.v4.new_code_cell('scale = "tiny"\nrun_dir = "runs/tiny"\nseed = 0')]
     cells[0].metadata["tags"] = ["parameters"]
     cells += [nbformat.v4.new_code_cell(s) for s in sources]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if seconds is not None:  # as papermill records a run
+        nb.metadata["papermill"] = {"duration": seconds}
     nbformat.write(nb, path)
 
 
@@ -38,14 +40,19 @@ def test_runs_in_order_collects_metrics_and_writes_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_failure_names_notebook_cell_and_error_and_stops(tmp_path):
+def test_failure_names_notebook_cell_and_error_and_stops(tmp_path, capsys):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    _notebook(nbs / "00_ok.ipynb", "x = 1")
-    _notebook(nbs / "01_bad.ipynb", "y = 2", "raise ValueError('the tiny world is missing')")
-    _notebook(nbs / "02_never.ipynb", "z = 3")
+    _notebook(nbs / "00_ok.ipynb", "x = 1", seconds=40.2)
+    _notebook(nbs / "01_bad.ipynb", "y = 2", "raise ValueError('the tiny world is missing')", seconds=1095.7)
+    _notebook(nbs / "02_never.ipynb", "z = 3", seconds=20.0)
     with pytest.raises(NotebookFailed, match=r"01_bad.ipynb failed in cell \[4\] `raise ValueError.*`: ValueError: the tiny world is missing"):
         run_pipeline("tiny", tmp_path / "run", notebooks_dir=nbs, progress=False)
+    # what each notebook took in the run they record, before it runs: the reader knows what to expect
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == ["The run recorded in these notebooks took about 19 min; yours depends on your CPU.",
+                       "[1/3] 00_ok.ipynb (about 40 s in the recorded run)",
+                       "[2/3] 01_bad.ipynb (about 18 min in the recorded run)"]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [(nb["name"], nb["ok"]) for nb in summary["notebooks"]] == [("00_ok", True), ("01_bad", False)]
 
@@ -89,3 +96,19 @@ def test_settings_with_relative_paths_reach_the_notebooks_absolute(tmp_path, mon
     assert absolute_paths("stage2.lr=1e-4") == "stage2.lr=1e-4"  # not a path here
     assert absolute_paths("model.lm=/abs/lm") == "model.lm=/abs/lm"
 
+
+
+def test_the_expected_time_comes_from_papermills_record_or_is_left_out(tmp_path):
+    path = tmp_path / "00_x.ipynb"
+    _notebook(path, "x = 1", seconds=75.5)
+    assert committed_seconds(path) == 75.5
+    for text in ("", "{not json", "[]", '{"metadata": {}}', '{"metadata": {"papermill": {"duration": null}}}',
+                 '{"metadata": {"papermill": {"duration": "long"}}}', '{"metadata": {"papermill": {"duration": -3}}}'):
+        path.write_text(text)
+        assert committed_seconds(path) is None, text
+    path.write_bytes(b"\xff\xfe")
+    assert committed_seconds(path) is None
+    assert committed_seconds(tmp_path / "missing.ipynb") is None
+    assert [about(s) for s in (12.4, 89, 90, 1874)] == ["about 12 s", "about 89 s", "about 2 min", "about 31 min"]
+    # the committed notebooks all carry their time, so `make demo` announces each one
+    assert all(committed_seconds(p) for p in pipeline_notebooks())
