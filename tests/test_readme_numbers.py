@@ -82,3 +82,18 @@ def test_the_tiny_pipeline_speed_section_is_the_committed_benchmark():
     prose = " ".join(section.split())
     assert f"about {old / new:.2f}x faster than before" in prose
     assert f"three stages' matrix products alone take {floor:.0f} s" in prose
+
+
+def test_the_answering_speed_table_is_the_committed_generation_benchmark():
+    results = REPO_ROOT / "benchmarks" / "results"
+    rows = {"stage 2 (sentences": "generation.json", "VQA fine-tuned (short answers": "generation_vqa_model.json"}
+    for phrase, name in rows.items():
+        line = next(line for line in README.splitlines() if line.startswith(f"| {phrase}"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        runs = {r["dtype"]: r for r in json.loads((results / name).read_text())["runs"]}
+        for cell, dtype in zip(cells, ("float32", "bfloat16")):
+            r = runs[dtype]
+            assert re.findall(r"[\d.]+(?=[ x:])", cell) == [f"{r['batched']['questions_per_s']:.0f}",
+                                                           f"{r['one_at_a_time']['questions_per_s']:.0f}",
+                                                           f"{r['speedup']:.1f}"], (phrase, dtype)
+            assert r["same_answers"]
