@@ -97,3 +97,14 @@ def test_the_answering_speed_table_is_the_committed_generation_benchmark():
                                                            f"{r['one_at_a_time']['questions_per_s']:.0f}",
                                                            f"{r['speedup']:.1f}"], (phrase, dtype)
             assert r["same_answers"]
+    # what the 8x aim leaves 16 questions in float32, and where the batch's time goes
+    allowed, phases = {}, {}
+    for model, name in (("vqa", "generation_vqa_model.json"), ("stage2", "generation.json")):
+        r = next(r for r in json.loads((results / name).read_text())["runs"] if r["dtype"] == "float32")
+        allowed[model] = 16 / (8 * r["one_at_a_time"]["questions_per_s"]) * 1e3
+        phases[model] = r["batched"]["phases"]
+    prose = " ".join(README.split())
+    assert (f"8x allows the VQA model {allowed['vqa']:.0f} ms per 16 questions, and the pass over the questions alone "
+            f"takes {phases['vqa']['questions_ms']:.0f} of them; it allows the stage-2 model {allowed['stage2']:.0f} "
+            f"ms, and its {phases['stage2']['decode_steps_per_batch']:.0f} decoding steps take "
+            f"{phases['stage2']['decode_ms']:.0f}") in prose
