@@ -22,7 +22,8 @@ The floor: after the timed steps a few more run under `torch.utils.flop_counter`
 weight products (forward and backward; attention's own products are not counted, so the floor is a lower bound).
 A stage's matmul floor is the preset's examples x FLOPs a sample / the rate at which this CPU multiplies the LM's
 matrices (`matmul_gflops`, measured in the run): the time the stage would take if everything else in a step (the
-elementwise work, attention, the optimiser, Python) cost nothing. Results: benchmarks/results/tiny_pipeline.{json,md,png}.
+elementwise work, attention, the optimiser, Python) cost nothing.
+Results: benchmarks/results/tiny_pipeline.{json,md,png}.
 """
 
 import argparse
@@ -198,9 +199,8 @@ def plot(rows: list[dict], gflops: float, path: Path) -> None:
     for ax, stage in zip(axes, stages):
         mine = [r for r in rows if r["stage"] == stage]
         cases = [r["case"] for r in mine]
-        ax.barh(cases, [0 if r["settings"]["bf16"] else gflops * 1e9 / r["flops_per_example"] for r in mine],
-                color="#c9d3e6",
-                label="matrix products alone")
+        ceilings = [0 if r["settings"]["bf16"] else gflops * 1e9 / r["flops_per_example"] for r in mine]
+        ax.barh(cases, ceilings, color="#c9d3e6", label="matrix products alone")
         ax.barh(cases, [r["samples_per_s"] for r in mine], height=0.5, color="#4c72b0", label="measured")
         ax.invert_yaxis()
         ax.set_title(f"stage {stage}")

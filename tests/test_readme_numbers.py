@@ -5,13 +5,13 @@ import json
 import re
 
 from llavamed_lite.paths import REPO_ROOT
+from llavamed_lite.run import committed_seconds, pipeline_notebooks
 
 README = (REPO_ROOT / "README.md").read_text()
 
 
 def durations() -> dict[str, float]:
-    return {p.stem: json.loads(p.read_text())["metadata"]["papermill"]["duration"]
-            for p in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    return {p.stem: committed_seconds(p) for p in pipeline_notebooks()}
 
 
 def test_the_follow_the_notebooks_times_are_the_committed_runs():
@@ -86,8 +86,10 @@ def test_the_tiny_pipeline_speed_section_is_the_committed_benchmark():
 
 def test_the_answering_speed_table_is_the_committed_generation_benchmark():
     results = REPO_ROOT / "benchmarks" / "results"
-    rows = {"stage 2 (sentences": "generation.json", "VQA fine-tuned (short answers": "generation_vqa_model.json"}
-    for phrase, name in rows.items():
+    models = {"stage2": ("stage 2 (sentences", "generation.json"),
+              "vqa": ("VQA fine-tuned (short answers", "generation_vqa_model.json")}
+    float32 = {}
+    for model, (phrase, name) in models.items():
         line = next(line for line in README.splitlines() if line.startswith(f"| {phrase}"))
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
         runs = {r["dtype"]: r for r in json.loads((results / name).read_text())["runs"]}
@@ -97,12 +99,10 @@ def test_the_answering_speed_table_is_the_committed_generation_benchmark():
                                                            f"{r['one_at_a_time']['questions_per_s']:.0f}",
                                                            f"{r['speedup']:.1f}"], (phrase, dtype)
             assert r["same_answers"]
+        float32[model] = runs["float32"]
     # what the 8x aim leaves 16 questions in float32, and where the batch's time goes
-    allowed, phases = {}, {}
-    for model, name in (("vqa", "generation_vqa_model.json"), ("stage2", "generation.json")):
-        r = next(r for r in json.loads((results / name).read_text())["runs"] if r["dtype"] == "float32")
-        allowed[model] = 16 / (8 * r["one_at_a_time"]["questions_per_s"]) * 1e3
-        phases[model] = r["batched"]["phases"]
+    allowed = {m: 16 / (8 * r["one_at_a_time"]["questions_per_s"]) * 1e3 for m, r in float32.items()}
+    phases = {m: r["batched"]["phases"] for m, r in float32.items()}
     prose = " ".join(README.split())
     assert (f"8x allows the VQA model {allowed['vqa']:.0f} ms per 16 questions, and the pass over the questions alone "
             f"takes {phases['vqa']['questions_ms']:.0f} of them; it allows the stage-2 model {allowed['stage2']:.0f} "
